@@ -1,0 +1,1 @@
+"""The MLflow layer of sparse-ticket: entry points, the artifact contract and presets."""

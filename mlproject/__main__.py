@@ -1,0 +1,3 @@
+from mlproject.cli import main
+
+main()

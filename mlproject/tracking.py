@@ -1,0 +1,173 @@
+"""The MLflow side of a run: provenance, batched metrics, artifacts and run status.
+
+Artifact contract of a training run (later entry points read these by ``runs:/<id>/...``)::
+
+    config.json                 the full flattened config (also logged as params)
+    environment.json            python, platform, package versions, git commit
+    evaluations.json            every evaluation: [{"step": s, "scores": [...raw scores]}]
+    checkpoints/init.pt         online weights at step 0 ({"q": state_dict, ...}), for rewinding
+    checkpoints/final.pt        online weights at the end
+    checkpoints/latest/         the newest complete checkpoint without its replay buffer
+"""
+
+from __future__ import annotations
+
+import importlib.metadata
+import json
+import os
+import platform
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import mlflow
+from mlflow.entities import Metric as MlflowMetric
+from mlflow.entities import RunStatus
+
+from sparse_ticket.runner import Metric
+
+TRACKED_PACKAGES = (
+    "sparse-ticket",
+    "torch",
+    "numpy",
+    "gymnasium",
+    "ale-py",
+    "minatar",
+    "mlflow",
+    "scipy",
+    "rliable",
+)
+BATCH_LIMIT = 1000  # MLflow accepts at most 1000 metrics per log_batch call
+TAG_PREFIX = "sparse_ticket."
+
+
+def git_commit(path: Path) -> tuple[str, bool]:
+    """(commit hash, dirty) of the git checkout holding ``path``; ("unknown", False) if none."""
+    try:
+        commit = subprocess.run(
+            ["git", "rev-parse", "HEAD"], cwd=path, capture_output=True, text=True, check=True
+        ).stdout.strip()
+        status = subprocess.run(
+            ["git", "status", "--porcelain", "--untracked-files=no"],
+            cwd=path,
+            capture_output=True,
+            text=True,
+            check=True,
+        ).stdout
+        return commit, bool(status.strip())
+    except (OSError, subprocess.CalledProcessError):
+        return "unknown", False
+
+
+def package_versions() -> dict[str, str]:
+    """Installed versions of the packages that decide a result."""
+    versions = {}
+    for name in TRACKED_PACKAGES:
+        try:
+            versions[name] = importlib.metadata.version(name)
+        except importlib.metadata.PackageNotFoundError:
+            versions[name] = "not installed"
+    return versions
+
+
+def environment_record() -> dict[str, Any]:
+    """Everything about the software environment that a reproduction needs."""
+    import torch
+
+    commit, dirty = git_commit(Path(__file__).resolve().parent)
+    return {
+        "python": sys.version,
+        "platform": platform.platform(),
+        "packages": package_versions(),
+        "git_commit": commit,
+        "git_dirty": dirty,
+        "torch_threads": torch.get_num_threads(),
+        "cuda_available": torch.cuda.is_available(),
+        "argv": sys.argv,
+    }
+
+
+def log_provenance(config_flat: dict[str, Any], tags: dict[str, str]) -> None:
+    """Log the full config as params, and versions/commit as tags and artifacts."""
+    record = environment_record()
+    mlflow.log_params(config_flat)
+    mlflow.set_tags(
+        {
+            **tags,
+            f"{TAG_PREFIX}git_commit": record["git_commit"],
+            f"{TAG_PREFIX}git_dirty": str(record["git_dirty"]).lower(),
+            **{f"{TAG_PREFIX}version.{k}": v for k, v in record["packages"].items()},
+        }
+    )
+    mlflow.log_dict(config_flat, "config.json")
+    mlflow.log_dict(record, "environment.json")
+
+
+class MlflowSink:
+    """The runner's :class:`~sparse_ticket.runner.MetricSink` for one MLflow run.
+
+    ``skip_until`` drops metric points at or before a step already logged: after a resume from
+    a checkpoint the runner re-walks steps whose metrics were flushed before the interruption.
+    """
+
+    def __init__(self, run_id: str, skip_until: int = -1) -> None:
+        self.run_id = run_id
+        self.client = mlflow.MlflowClient()
+        self.skip_until = skip_until
+
+    def write(self, metrics: list[Metric]) -> None:
+        now = int(time.time() * 1000)
+        points = [
+            MlflowMetric(key, float(value), now, int(step))
+            for key, value, step in metrics
+            if step > self.skip_until
+        ]
+        for start in range(0, len(points), BATCH_LIMIT):
+            self.client.log_batch(self.run_id, metrics=points[start : start + BATCH_LIMIT])
+
+    def on_checkpoint(self, path: Path, step: int) -> None:
+        for file in sorted(path.iterdir()):
+            if file.name != "replay.npz":
+                self.client.log_artifact(self.run_id, str(file), "checkpoints/latest")
+
+    def on_evaluation(self, history: list[dict[str, Any]]) -> None:
+        self.client.log_dict(self.run_id, history, "evaluations.json")
+
+
+def last_logged_step(run_id: str) -> int:
+    """The newest step of the run's ``progress/step`` metric (-1 if none was logged)."""
+    history = mlflow.MlflowClient().get_metric_history(run_id, "progress/step")
+    return max((int(m.step) for m in history), default=-1)
+
+
+def end_run_if_active(status: str) -> None:
+    """End the active run (or the one ``mlflow run`` created for us) with ``status``."""
+    run = mlflow.active_run()
+    if run is not None:
+        mlflow.end_run(status)
+        return
+    run_id = os.environ.get("MLFLOW_RUN_ID")
+    if run_id:
+        client = mlflow.MlflowClient()
+        try:
+            current = client.get_run(run_id).info.status
+        except mlflow.exceptions.MlflowException:
+            return
+        if not RunStatus.is_terminated(RunStatus.from_string(current)):
+            client.set_terminated(run_id, status)
+
+
+def log_weights(weights: dict[str, Any], name: str, scratch: Path) -> None:
+    """Save ``weights`` with torch.save and log them as ``checkpoints/<name>``."""
+    import torch
+
+    scratch.mkdir(parents=True, exist_ok=True)
+    path = scratch / name
+    torch.save(weights, path)
+    mlflow.log_artifact(str(path), "checkpoints")
+
+
+def write_json(path: Path, payload: Any) -> None:
+    path.write_text(json.dumps(payload, indent=2))

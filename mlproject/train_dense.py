@@ -1,0 +1,185 @@
+"""The ``train-dense`` entry point: a dense DDQN / DQV / DQV-Max agent on one game.
+
+A new run validates all input before it opens an MLflow run. A resumed run (``--resume RUN_ID``,
+or ``mlflow run --run-id RUN_ID`` on a run that has a checkpoint) rebuilds its config from the
+run's params, restores the newest complete checkpoint and continues logging into the same run.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+
+import mlflow
+
+from mlproject.errors import EXIT_PREEMPTED, InputError, parse_int
+from mlproject.presets import load_preset
+from mlproject.tracking import (
+    MlflowSink,
+    end_run_if_active,
+    last_logged_step,
+    log_provenance,
+    log_weights,
+)
+from sparse_ticket.checkpoint import MARKER, CheckpointError, CheckpointManager
+from sparse_ticket.config import (
+    ConfigError,
+    TrainConfig,
+    apply_overrides,
+    flatten,
+    from_flat,
+    validate,
+)
+from sparse_ticket.envs import available_games
+from sparse_ticket.envs.atari import normalise_game
+from sparse_ticket.runner import Runner
+
+CHECKPOINT_ENV = "SPARSE_TICKET_CHECKPOINT_DIR"
+ENTRY_POINT = "train-dense"
+
+
+@dataclass
+class TrainRequest:
+    """The entry point's parameters as the user gave them (strings, validated here)."""
+
+    game: str = "pong"
+    algo: str = "ddqn"
+    seed: str = "0"
+    total_steps: str = ""
+    preset: str = "default"
+    overrides: str = ""
+    resume: str = ""
+    checkpoint_dir: str = ""
+
+
+def build_config(request: TrainRequest) -> TrainConfig:
+    """Defaults < preset < explicit parameters < overrides, then validated."""
+    config = TrainConfig()
+    try:
+        apply_overrides(config, load_preset(request.preset))
+        config.game = normalise_game(request.game)
+        config.agent.algo = request.algo.strip().lower()
+        config.seed = parse_int(request.seed, "seed", minimum=0)
+        if str(request.total_steps).strip():
+            config.run.total_steps = parse_int(request.total_steps, "total_steps")
+        apply_overrides(config, request.overrides)
+        validate(config)
+    except ConfigError as error:
+        raise InputError(str(error)) from None
+    check_game(config)
+    return config
+
+
+def check_game(config: TrainConfig) -> None:
+    if config.game not in available_games(config.env.suite):
+        raise InputError(f"unknown {config.env.suite} game {config.game!r}")
+
+
+def checkpoint_root(request: TrainRequest) -> Path:
+    return Path(request.checkpoint_dir or os.environ.get(CHECKPOINT_ENV, "st_checkpoints"))
+
+
+def run_config(run_id: str) -> TrainConfig:
+    """The config a run was started with, from its logged params."""
+    try:
+        run = mlflow.MlflowClient().get_run(run_id)
+    except mlflow.exceptions.MlflowException:
+        raise InputError(
+            f"no MLflow run with id {run_id!r} in {mlflow.get_tracking_uri()}"
+        ) from None
+    if run.data.tags.get("sparse_ticket.entry_point") != ENTRY_POINT:
+        raise InputError(f"run {run_id} is not a {ENTRY_POINT} run")
+    try:
+        return from_flat(run.data.params)
+    except ConfigError as error:
+        raise InputError(f"run {run_id} has an unusable config: {error}") from None
+
+
+def fetch_checkpoint(run_id: str, directory: Path) -> Path | None:
+    """The newest local checkpoint of a run, else its ``checkpoints/latest`` artifact."""
+    local = CheckpointManager(directory).latest()
+    if local is not None:
+        return local
+    try:
+        downloaded = Path(
+            mlflow.artifacts.download_artifacts(
+                run_id=run_id, artifact_path="checkpoints/latest", dst_path=tempfile.mkdtemp()
+            )
+        )
+    except (mlflow.exceptions.MlflowException, OSError):
+        return None
+    if not (downloaded / MARKER).is_file():
+        return None
+    print(
+        f"{ENTRY_POINT}: no local checkpoint under {directory}; resuming from the run's "
+        "artifact checkpoint without its replay buffer (the replay refills: not bit-exact)",
+        file=sys.stderr,
+    )
+    return downloaded
+
+
+def resumable_run(request: TrainRequest) -> str | None:
+    """The run id to continue: ``--resume``, or an existing run ``mlflow run`` handed us."""
+    if request.resume.strip():
+        return request.resume.strip()
+    run_id = os.environ.get("MLFLOW_RUN_ID")
+    if run_id and CheckpointManager(checkpoint_root(request) / run_id).latest() is not None:
+        return run_id
+    return None
+
+
+def train_dense(request: TrainRequest) -> int:
+    """Run the entry point; returns the process exit code."""
+    run_id = resumable_run(request)
+    if run_id:
+        return _resume(request, run_id)
+    config = build_config(request)
+    with mlflow.start_run() as run:
+        log_provenance(flatten(config), {"sparse_ticket.entry_point": ENTRY_POINT})
+        runner = Runner(
+            config, checkpoint_root(request) / run.info.run_id, MlflowSink(run.info.run_id)
+        )
+        scratch = Path(tempfile.mkdtemp())
+        log_weights(runner.initial_weights(), "init.pt", scratch)
+        return _train(runner, scratch)
+
+
+def _resume(request: TrainRequest, run_id: str) -> int:
+    config = run_config(run_id)
+    directory = checkpoint_root(request) / run_id
+    path = fetch_checkpoint(run_id, directory)
+    if path is None:
+        raise InputError(f"run {run_id} has no complete checkpoint to resume from")
+    runner = Runner(config, directory, MlflowSink(run_id, skip_until=last_logged_step(run_id)))
+    try:
+        step = runner.resume(path)
+    except CheckpointError as error:
+        runner.close()
+        raise InputError(str(error)) from None
+    print(f"{ENTRY_POINT}: resuming run {run_id} at step {step}", file=sys.stderr)
+    with mlflow.start_run(run_id=run_id):
+        return _train(runner, Path(tempfile.mkdtemp()))
+
+
+def _train(runner: Runner, scratch: Path) -> int:
+    """Train inside the active run and close it with the right status."""
+    try:
+        outcome = runner.train()
+    except BaseException:
+        end_run_if_active("FAILED")
+        raise
+    finally:
+        runner.close()
+    if outcome == "preempted":
+        print(
+            f"{ENTRY_POINT}: stopped by signal at step {runner.step}; checkpoint written, "
+            "resume with --resume " + mlflow.active_run().info.run_id,
+            file=sys.stderr,
+        )
+        end_run_if_active("KILLED")
+        return EXIT_PREEMPTED
+    log_weights(runner.agent.weights_state_dict(), "final.pt", scratch)
+    return 0

@@ -1,0 +1,261 @@
+"""Typed experiment configuration: every hyperparameter is a documented dataclass field.
+
+A :class:`TrainConfig` is made of sections (``env``, ``agent``, ``run``). Each field is addressable
+as ``section.field`` (``agent.lr``) or, where the name is unique across sections, as the bare field
+name (``lr``); :func:`apply_overrides` parses ``"lr=1e-4 target_update=8000"`` strings against the
+field types, so a typo or a bad value is an error, never a silently ignored setting.
+
+Defaults are the full-scale protocol of the design notes (DESIGN.md §2): ALE v5 with sticky actions
+0.25 (Machado et al. 2018), Adam 1e-4, replay 1M, learning starts 80k, 10M agent steps.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import shlex
+from dataclasses import dataclass, field, fields
+from typing import Any
+
+
+class ConfigError(ValueError):
+    """A configuration value or override that cannot be used (the message is one line)."""
+
+
+@dataclass
+class EnvConfig:
+    """Environment protocol (Machado et al. 2018; DESIGN.md §2). Every field is logged."""
+
+    suite: str = "atari"
+    """``atari`` (ALE through ale-py) or ``minatar`` (the MinAtar suite, for CPU-scale studies)."""
+    num_envs: int = 4
+    """Parallel training environments; agent steps are counted over all of them."""
+    frame_skip: int = 4
+    """Emulator frames per agent step (the last two are max-pooled)."""
+    frame_stack: int = 4
+    """Frames stacked into one observation (MinAtar: 1, its state is already Markov)."""
+    screen_size: int = 84
+    """Side of the square grayscale observation."""
+    sticky_actions: float = 0.25
+    """Probability that the emulator repeats the previous action (0.25 as Machado et al. 2018)."""
+    noop_max: int = 30
+    """Up to this many no-op actions at the start of each episode."""
+    fire_reset: bool = True
+    """Press FIRE on reset in games that need it to start."""
+    episodic_life: bool = False
+    """End training episodes on life loss (off in the v5 protocol; never used for evaluation)."""
+    max_episode_frames: int = 108_000
+    """Truncate episodes after this many emulator frames (30 minutes of play)."""
+    full_action_space: bool = False
+    """Use all 18 ALE actions instead of the game's minimal set."""
+    env_threads: int = 0
+    """Emulator threads for the vector env (0: one per env, at most the number of CPUs)."""
+
+
+@dataclass
+class AgentConfig:
+    """Algorithm hyperparameters (van Hasselt et al. 2016; Sabatelli et al. 2018)."""
+
+    algo: str = "ddqn"
+    """``ddqn`` (Double DQN), ``dqv`` (Deep Quality-Value) or ``dqv-max``."""
+    encoder: str = "nature"
+    """``nature`` (Mnih et al. 2015: 3 conv + 512 fc) or ``minatar`` (Young & Tian 2019)."""
+    lr: float = 1e-4
+    """Adam learning rate."""
+    adam_eps: float = 1e-8
+    """Adam epsilon (Dopamine uses 1.5e-4 with lr 6.25e-5)."""
+    gamma: float = 0.99
+    """Discount factor."""
+    batch_size: int = 32
+    """Transitions per update."""
+    loss: str = "huber"
+    """TD loss: ``huber`` (smooth L1, delta 1) or ``mse``."""
+    max_grad_norm: float = 10.0
+    """Clip the global gradient norm of each network to this value (0 disables)."""
+    clip_rewards: bool = True
+    """Clip rewards to their sign in the TD target (the replay keeps raw rewards)."""
+    target_update: int = 8_000
+    """Agent steps between hard target-network updates."""
+
+
+@dataclass
+class RunConfig:
+    """The runner: budget, exploration, replay, evaluation, logging and checkpoints."""
+
+    total_steps: int = 10_000_000
+    """Agent steps (1 agent step = ``frame_skip`` frames) over all training envs."""
+    learning_starts: int = 80_000
+    """Agent steps of pure exploration that fill the replay before the first update."""
+    train_freq: int = 4
+    """Agent steps per gradient update (DQN: one update every 4 steps)."""
+    replay_capacity: int = 1_000_000
+    """Transitions kept in replay (a frame is stored once: ~7.06 GB for 1M Atari transitions)."""
+    eps_start: float = 1.0
+    """Initial exploration epsilon."""
+    eps_end: float = 0.01
+    """Final exploration epsilon."""
+    eps_decay_fraction: float = 0.1
+    """Fraction of ``total_steps`` over which epsilon decays linearly."""
+    eval_every: int = 250_000
+    """Agent steps between evaluations (0 disables periodic evaluation; a final one always runs)."""
+    eval_episodes: int = 10
+    """Episodes per evaluation."""
+    eval_epsilon: float = 0.001
+    """Epsilon of the evaluation policy."""
+    eval_envs: int = 4
+    """Parallel evaluation environments."""
+    eval_max_frames: int = 108_000
+    """Truncate evaluation episodes after this many frames."""
+    log_every: int = 10_000
+    """Agent steps between metric flushes (metrics are buffered: one tracking call per interval)."""
+    checkpoint_every: int = 500_000
+    """Agent steps between checkpoints (0: only the final one)."""
+    checkpoint_replay: bool = True
+    """Include the replay buffer in checkpoints (needed for an exact resume; ~7 GB at 1M)."""
+    keep_checkpoints: int = 1
+    """Complete checkpoints kept on disk (older ones are deleted once a newer one is complete)."""
+    device: str = "cpu"
+    """Torch device (``cpu``, ``cuda``, ``cuda:1``)."""
+    torch_threads: int = 0
+    """Intra-op threads for torch on CPU (0: torch's default, the physical cores)."""
+
+
+@dataclass
+class TrainConfig:
+    """Everything that defines a training run; logged in full as MLflow params."""
+
+    game: str = "pong"
+    """Game name: any ALE ROM in snake_case (``space_invaders``) or a MinAtar game."""
+    seed: int = 0
+    """Master seed: network init, exploration, replay sampling and env episodes derive from it."""
+    env: EnvConfig = field(default_factory=EnvConfig)
+    agent: AgentConfig = field(default_factory=AgentConfig)
+    run: RunConfig = field(default_factory=RunConfig)
+
+
+SECTIONS = ("env", "agent", "run")
+
+
+def _leaf_fields(config: TrainConfig) -> dict[str, tuple[Any, dataclasses.Field]]:
+    """Map every dotted key (``agent.lr``, ``game``) to (owning object, field)."""
+    leaves: dict[str, tuple[Any, dataclasses.Field]] = {}
+    for f in fields(config):
+        if f.name in SECTIONS:
+            section = getattr(config, f.name)
+            for sub in fields(section):
+                leaves[f"{f.name}.{sub.name}"] = (section, sub)
+        else:
+            leaves[f.name] = (config, f)
+    return leaves
+
+
+def resolve_key(config: TrainConfig, key: str) -> str:
+    """The dotted name of ``key``: itself if dotted, else the unique field with that name."""
+    leaves = _leaf_fields(config)
+    if key in leaves:
+        return key
+    matches = [name for name in leaves if name.rsplit(".", 1)[-1] == key]
+    if len(matches) == 1:
+        return matches[0]
+    if matches:
+        raise ConfigError(f"ambiguous config key {key!r}: use one of {', '.join(matches)}")
+    raise ConfigError(f"unknown config key {key!r}")
+
+
+def parse_value(text: str, kind: type | str, key: str) -> Any:
+    """Convert override text to the field's type (``int``, ``float``, ``bool``, ``str``)."""
+    name = kind if isinstance(kind, str) else kind.__name__
+    try:
+        if name == "bool":
+            lowered = text.strip().lower()
+            if lowered in ("1", "true", "yes", "on"):
+                return True
+            if lowered in ("0", "false", "no", "off"):
+                return False
+            raise ValueError(text)
+        if name == "int":
+            return int(text.replace("_", ""))
+        if name == "float":
+            return float(text)
+        return text
+    except ValueError:
+        raise ConfigError(f"{key} must be {name}, got {text!r}") from None
+
+
+def set_value(config: TrainConfig, key: str, value: Any) -> None:
+    """Set a field by (possibly bare) key, converting strings to the field's type."""
+    dotted = resolve_key(config, key)
+    owner, f = _leaf_fields(config)[dotted]
+    if isinstance(value, str):
+        value = parse_value(value, f.type, dotted)
+    setattr(owner, f.name, value)
+
+
+def parse_overrides(text: str) -> list[tuple[str, str]]:
+    """Split ``"lr=1e-4 target_update=8000"`` (spaces or commas) into (key, value) pairs."""
+    pairs = []
+    for token in shlex.split(text.replace(",", " ")):
+        key, sep, value = token.partition("=")
+        if not sep or not key:
+            raise ConfigError(f"override {token!r} is not of the form key=value")
+        pairs.append((key.strip(), value.strip()))
+    return pairs
+
+
+def apply_overrides(config: TrainConfig, overrides: str | dict[str, Any]) -> TrainConfig:
+    """Apply overrides in place and return the config (for chaining)."""
+    items = overrides.items() if isinstance(overrides, dict) else parse_overrides(overrides)
+    for key, value in items:
+        set_value(config, key, value)
+    return config
+
+
+def flatten(config: TrainConfig) -> dict[str, Any]:
+    """All fields as ``{dotted_key: value}``: what gets logged as MLflow params."""
+    return {key: getattr(owner, f.name) for key, (owner, f) in _leaf_fields(config).items()}
+
+
+def from_flat(values: dict[str, Any]) -> TrainConfig:
+    """Rebuild a config from :func:`flatten` output (values may be strings, as MLflow has them)."""
+    config = TrainConfig()
+    for key, value in values.items():
+        set_value(config, key, value)
+    return config
+
+
+def validate(config: TrainConfig) -> None:
+    """Reject values no run can use, with a one-line message naming the field."""
+    checks = [
+        (config.run.total_steps > 0, "run.total_steps must be positive"),
+        (config.env.num_envs > 0, "env.num_envs must be positive"),
+        (config.agent.batch_size > 0, "agent.batch_size must be positive"),
+        (config.run.train_freq > 0, "run.train_freq must be positive"),
+        (config.run.replay_capacity > 0, "run.replay_capacity must be positive"),
+        (config.agent.target_update > 0, "agent.target_update must be positive"),
+        (config.run.log_every > 0, "run.log_every must be positive"),
+        (config.run.eval_episodes > 0, "run.eval_episodes must be positive"),
+        (config.run.eval_envs > 0, "run.eval_envs must be positive"),
+        (config.run.learning_starts >= 0, "run.learning_starts must be >= 0"),
+        (config.run.eval_every >= 0, "run.eval_every must be >= 0"),
+        (config.run.checkpoint_every >= 0, "run.checkpoint_every must be >= 0"),
+        (config.run.keep_checkpoints >= 1, "run.keep_checkpoints must be >= 1"),
+        (config.agent.lr > 0, "agent.lr must be positive"),
+        (0.0 <= config.agent.gamma <= 1.0, "agent.gamma must be in [0, 1]"),
+        (0.0 <= config.env.sticky_actions <= 1.0, "env.sticky_actions must be in [0, 1]"),
+        (0.0 <= config.run.eps_end <= 1.0, "run.eps_end must be in [0, 1]"),
+        (0.0 <= config.run.eps_start <= 1.0, "run.eps_start must be in [0, 1]"),
+        (0.0 <= config.run.eval_epsilon <= 1.0, "run.eval_epsilon must be in [0, 1]"),
+        (0.0 < config.run.eps_decay_fraction <= 1.0, "run.eps_decay_fraction must be in (0, 1]"),
+        (config.agent.loss in ("huber", "mse"), "agent.loss must be huber or mse"),
+        (config.agent.algo in ALGOS, f"unknown algo {config.agent.algo!r} ({', '.join(ALGOS)})"),
+        (config.env.suite in SUITES, f"unknown env suite {config.env.suite!r} (atari or minatar)"),
+        (config.agent.encoder in ENCODERS, f"unknown encoder {config.agent.encoder!r}"),
+        (config.agent.max_grad_norm >= 0, "agent.max_grad_norm must be >= 0"),
+    ]
+    for ok, message in checks:
+        if not ok:
+            raise ConfigError(message)
+
+
+ALGOS = ("ddqn", "dqv", "dqv-max")
+SUITES = ("atari", "minatar")
+ENCODERS = ("nature", "minatar")

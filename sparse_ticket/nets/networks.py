@@ -1,0 +1,162 @@
+"""Value networks: a convolutional encoder followed by one linear head.
+
+The same :class:`ValueNetwork` serves as the Q network (``num_outputs = num_actions``) and as the
+state-value network of DQV (``num_outputs = 1``). Parameter names are part of the public contract,
+because sparsity masks are keyed by them::
+
+    encoder.conv1.weight, encoder.conv1.bias, ..., encoder.fc.weight, encoder.fc.bias,
+    head.weight, head.bias
+
+Initialisation is PyTorch's default for ``nn.Conv2d`` / ``nn.Linear`` (Kaiming-uniform weights with
+``a = sqrt(5)``, uniform biases in ``+-1/sqrt(fan_in)``): it draws only from torch's global
+generator, so construction is deterministic under ``torch.manual_seed``. Lottery-ticket rewinding
+to initialisation replays whatever init a run was started with, so no custom scheme is needed.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+__all__ = [
+    "ENCODERS",
+    "Encoder",
+    "MinAtarEncoder",
+    "NatureEncoder",
+    "ValueNetwork",
+    "build_network",
+]
+
+
+def _conv_out(size: int, kernel: int, stride: int) -> int:
+    """Spatial size after an unpadded convolution."""
+    return (size - kernel) // stride + 1
+
+
+class Encoder(nn.Module):
+    """Base class of the encoders: maps a uint8 observation batch to flat features.
+
+    Subclasses set :attr:`out_features`, the width of the features that the head reads.
+    """
+
+    out_features: int
+
+
+class NatureEncoder(Encoder):
+    """The DQN torso of Mnih et al. (2015): three convolutions and a 512-unit layer, each + ReLU.
+
+    Args:
+        in_channels: Stacked frames ``C`` of the observation (4 in the standard protocol).
+        input_size: Side ``H = W`` of the square observation; 84 gives the classic 3136-wide
+            flattened conv output (64 x 7 x 7). Other sizes change only ``fc``'s input width.
+
+    Shapes:
+        ``forward``: ``(B, C, H, W)`` uint8 in ``[0, 255]`` -> ``(B, 512)`` float32.
+    """
+
+    out_features = 512
+
+    def __init__(self, in_channels: int = 4, input_size: int = 84) -> None:
+        super().__init__()
+        self.conv1 = nn.Conv2d(in_channels, 32, kernel_size=8, stride=4)
+        self.conv2 = nn.Conv2d(32, 64, kernel_size=4, stride=2)
+        self.conv3 = nn.Conv2d(64, 64, kernel_size=3, stride=1)
+        side = _conv_out(_conv_out(_conv_out(input_size, 8, 4), 4, 2), 3, 1)
+        if side < 1:
+            raise ValueError(f"NatureEncoder needs inputs of at least 36x36, got {input_size}")
+        self.fc = nn.Linear(64 * side * side, self.out_features)
+
+    def forward(self, obs: torch.Tensor) -> torch.Tensor:
+        """Encode ``obs`` ``(B, C, H, W)`` uint8 into features ``(B, 512)``."""
+        if obs.dtype != torch.uint8:
+            # A float input is ambiguous (already scaled or not?); replay and env give uint8.
+            raise TypeError(f"NatureEncoder expects uint8 observations, got {obs.dtype}")
+        # Scale in float32 on the device: the replay keeps 1 byte per pixel (Mnih et al. 2015).
+        x = obs.to(torch.float32) * (1.0 / 255.0)
+        x = F.relu(self.conv1(x))
+        x = F.relu(self.conv2(x))
+        x = F.relu(self.conv3(x))
+        return F.relu(self.fc(x.flatten(1)))
+
+
+class MinAtarEncoder(Encoder):
+    """The MinAtar network of Young & Tian (2019): one 3x3 convolution and a 128-unit layer.
+
+    Args:
+        in_channels: Object channels of the grid (10 when every game is padded to one layout).
+        input_size: Side of the square grid (10 in MinAtar).
+
+    Shapes:
+        ``forward``: ``(B, C, 10, 10)`` uint8 or bool of 0/1 -> ``(B, 128)`` float32.
+    """
+
+    out_features = 128
+
+    def __init__(self, in_channels: int = 10, input_size: int = 10) -> None:
+        super().__init__()
+        self.conv1 = nn.Conv2d(in_channels, 16, kernel_size=3, stride=1)
+        side = _conv_out(input_size, 3, 1)
+        if side < 1:
+            raise ValueError(f"MinAtarEncoder needs inputs of at least 3x3, got {input_size}")
+        self.fc = nn.Linear(16 * side * side, self.out_features)
+
+    def forward(self, obs: torch.Tensor) -> torch.Tensor:
+        """Encode ``obs`` ``(B, C, H, W)`` of 0/1 into features ``(B, 128)``."""
+        if obs.dtype not in (torch.uint8, torch.bool):
+            raise TypeError(f"MinAtarEncoder expects uint8 or bool observations, got {obs.dtype}")
+        # MinAtar grids are already binary: cast without scaling (Young & Tian 2019).
+        x = F.relu(self.conv1(obs.to(torch.float32)))
+        return F.relu(self.fc(x.flatten(1)))
+
+
+class ValueNetwork(nn.Module):
+    """An encoder and a linear head: Q(s, .) with ``num_actions`` outputs, or V(s) with one.
+
+    Args:
+        encoder: The torso; its ``out_features`` sets the head's input width.
+        num_outputs: Width of the head (actions for a Q network, 1 for a V network).
+
+    Shapes:
+        ``forward``: ``(B, C, H, W)`` uint8 -> ``(B, num_outputs)`` float32.
+        ``features``: ``(B, C, H, W)`` uint8 -> ``(B, encoder.out_features)`` float32.
+    """
+
+    def __init__(self, encoder: Encoder, num_outputs: int) -> None:
+        super().__init__()
+        if num_outputs < 1:
+            raise ValueError(f"num_outputs must be positive, got {num_outputs}")
+        self.encoder = encoder
+        self.head = nn.Linear(encoder.out_features, num_outputs)
+        self.num_outputs = num_outputs
+
+    def forward(self, obs: torch.Tensor) -> torch.Tensor:
+        """Values ``(B, num_outputs)`` of the observations ``obs`` ``(B, C, H, W)``."""
+        return self.head(self.encoder(obs))
+
+    def features(self, obs: torch.Tensor) -> torch.Tensor:
+        """Penultimate features ``(B, out_features)`` (for srank / dormant-unit metrics)."""
+        return self.encoder(obs)
+
+
+ENCODERS: dict[str, type[Encoder]] = {"nature": NatureEncoder, "minatar": MinAtarEncoder}
+"""Encoder classes by the name used in ``AgentConfig.encoder``."""
+
+
+def build_network(encoder: str, obs_shape: tuple[int, ...], num_outputs: int) -> ValueNetwork:
+    """Build a :class:`ValueNetwork` for observations of shape ``obs_shape = (C, H, W)``.
+
+    Args:
+        encoder: ``"nature"`` (Mnih et al. 2015) or ``"minatar"`` (Young & Tian 2019).
+        obs_shape: One observation's shape ``(C, H, W)``; ``C`` becomes the input channels.
+        num_outputs: Head width (``num_actions`` for Q, 1 for V).
+
+    Raises:
+        ValueError: For an unknown encoder name or a non-square / non-3-d observation shape.
+    """
+    if encoder not in ENCODERS:
+        raise ValueError(f"unknown encoder {encoder!r} (one of {', '.join(ENCODERS)})")
+    if len(obs_shape) != 3 or obs_shape[1] != obs_shape[2]:
+        raise ValueError(f"obs_shape must be a square (C, H, W), got {tuple(obs_shape)}")
+    in_channels, size, _ = obs_shape
+    return ValueNetwork(ENCODERS[encoder](in_channels, size), num_outputs)

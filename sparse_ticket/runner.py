@@ -1,0 +1,355 @@
+"""The runner owns the env loop, evaluation and checkpoints; the agent never touches an env.
+
+One iteration of :meth:`Runner.train` (Mnih et al. 2015; van Hasselt et al. 2016)::
+
+    act epsilon-greedily in N envs -> store the transitions -> (after learning_starts) one update
+    per train_freq agent steps -> hard target sync every target_update steps -> periodic
+    evaluation, metric flush and checkpoint
+
+Tracking is not this module's business: metrics go to a :class:`MetricSink` in one batch per
+logging interval (an sqlite tracking store costs ~20 ms per call), and finished checkpoints are
+announced through :meth:`MetricSink.on_checkpoint`. SIGTERM (SLURM preemption) and SIGINT set a
+flag; the loop then writes a checkpoint and returns ``"preempted"`` at the next iteration.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import signal
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any, Protocol
+
+import numpy as np
+import torch
+from tqdm import tqdm
+
+from sparse_ticket.agents import make_agent
+from sparse_ticket.checkpoint import CheckpointError, CheckpointManager, load_checkpoint
+from sparse_ticket.config import TrainConfig, flatten
+from sparse_ticket.envs import EpisodicVecEnv, make_env
+from sparse_ticket.replay import FrameReplay
+from sparse_ticket.schedules import crossed, linear_schedule
+
+Metric = tuple[str, float, int]  # (key, value, step)
+
+
+class MetricSink(Protocol):
+    """Where the runner's metrics and checkpoints go (the MLflow layer implements it)."""
+
+    def write(self, metrics: list[Metric]) -> None:
+        """Record one logging interval's metrics (one call per interval)."""
+
+    def on_checkpoint(self, path: Path, step: int) -> None:
+        """A complete checkpoint for ``step`` now exists at ``path``."""
+
+    def on_evaluation(self, history: list[dict[str, Any]]) -> None:
+        """The evaluation history so far: ``[{"step": s, "scores": [...]}, ...]``."""
+
+
+class NullSink:
+    """Discards everything (library use and benchmarks)."""
+
+    def write(self, metrics: list[Metric]) -> None:
+        pass
+
+    def on_checkpoint(self, path: Path, step: int) -> None:
+        pass
+
+    def on_evaluation(self, history: list[dict[str, Any]]) -> None:
+        pass
+
+
+def derive_seed(seed: int, *words: int | str) -> int:
+    """An independent 32-bit seed for one stream (env, eval, exploration, replay) of a run."""
+    ints = [seed] + [
+        w if isinstance(w, int) else int.from_bytes(w.encode(), "little") for w in words
+    ]
+    return int(np.random.SeedSequence(ints).generate_state(1)[0])
+
+
+def interquartile_mean(values: np.ndarray) -> float:
+    """Mean of the middle 50% (Agarwal et al. 2021), as scipy's trim_mean(values, 0.25)."""
+    from scipy.stats import trim_mean
+
+    return float(trim_mean(np.asarray(values, dtype=np.float64), 0.25))
+
+
+def evaluate(
+    agent: Any, env: EpisodicVecEnv, episodes: int, epsilon: float, rng: np.random.Generator
+) -> np.ndarray:
+    """Raw scores (episodes,) of ``episodes`` complete episodes of the epsilon-greedy policy.
+
+    Each sub-env owes a fixed quota of episodes, decided up front, so short episodes are not
+    over-represented (taking the first n episodes to finish would bias towards them).
+    """
+    quota = np.full(env.num_envs, episodes // env.num_envs)
+    quota[: episodes % env.num_envs] += 1
+    scores: list[list[float]] = [[] for _ in range(env.num_envs)]
+    obs = env.reset()
+    while any(len(s) < q for s, q in zip(scores, quota, strict=True)):
+        result = env.step(agent.act(obs, epsilon, rng))
+        for episode in result.finished:
+            if len(scores[episode.env_index]) < quota[episode.env_index]:
+                scores[episode.env_index].append(episode.score)
+        obs = result.obs
+    return np.array([score for per_env in scores for score in per_env], dtype=np.float64)
+
+
+@contextmanager
+def stop_on_signals(flag: dict[str, bool]) -> Iterator[None]:
+    """Turn SIGTERM/SIGINT into ``flag["stop"] = True`` for the duration of the block."""
+
+    def handler(signum: int, frame: Any) -> None:
+        flag["stop"] = True
+        flag["signal"] = signum
+
+    previous = {sig: signal.signal(sig, handler) for sig in (signal.SIGTERM, signal.SIGINT)}
+    try:
+        yield
+    finally:
+        for sig, old in previous.items():
+            signal.signal(sig, old)
+
+
+class Runner:
+    """Trains one agent on one game: the loop, evaluation, metrics, checkpoints and resume."""
+
+    def __init__(
+        self,
+        config: TrainConfig,
+        checkpoint_dir: str | Path,
+        sink: MetricSink | None = None,
+        progress: bool | None = None,
+    ) -> None:
+        self.config = config
+        self.sink: MetricSink = sink or NullSink()
+        self.progress = progress
+        run = config.run
+        if run.torch_threads:
+            torch.set_num_threads(run.torch_threads)
+        torch.manual_seed(derive_seed(config.seed, "init"))
+        self.env = make_env(config.game, config.env, derive_seed(config.seed, "train-env"))
+        self.eval_env = make_env(
+            config.game,
+            config.env,
+            derive_seed(config.seed, "eval-env"),
+            num_envs=min(run.eval_envs, run.eval_episodes),
+            max_episode_frames=run.eval_max_frames,
+        )
+        self.device = torch.device(run.device)
+        self.agent = make_agent(config.agent, self.env.obs_shape, self.env.num_actions, self.device)
+        self.replay = FrameReplay(
+            run.replay_capacity,
+            self.env.num_envs,
+            self.env.frame_shape,
+            config.env.frame_stack,
+            seed=derive_seed(config.seed, "replay"),
+        )
+        self.act_rng = np.random.default_rng(derive_seed(config.seed, "explore"))
+        self.checkpoints = CheckpointManager(checkpoint_dir, keep=run.keep_checkpoints)
+        self.step = 0
+        self.updates = 0
+        self.update_debt = 0.0
+        self.eval_history: list[dict[str, Any]] = []
+        self.obs: np.ndarray | None = None
+        self._pending: list[Metric] = []
+        self._update_stats: list[dict[str, torch.Tensor]] = []
+        self._interval_start = (0, time.perf_counter())
+        self._stop = {"stop": False}
+        self._epsilon: float | None = None
+
+    # ----------------------------------------------------------------------------- lifecycle
+    def initial_weights(self) -> dict[str, Any]:
+        """The online weights at step 0 (lottery-ticket rewinding needs them)."""
+        return self.agent.weights_state_dict()
+
+    def resume(self, path: str | Path | None = None) -> int:
+        """Restore the newest complete checkpoint (or ``path``); returns its step, 0 if none."""
+        path = Path(path) if path else self.checkpoints.latest()
+        if path is None:
+            return 0
+        tensors, state, replay_state = load_checkpoint(path)
+        if state.get("config") != _jsonable(flatten(self.config)):
+            raise CheckpointError(f"checkpoint {path} was written by a different configuration")
+        try:
+            self.agent.load_state_dict(tensors["agent"])
+        except (KeyError, RuntimeError, ValueError) as error:
+            raise CheckpointError(f"checkpoint {path} does not fit this agent: {error}") from None
+        torch.set_rng_state(tensors["torch_rng"])
+        self.act_rng.bit_generator.state = state["act_rng"]
+        self.step, self.updates = state["step"], state["updates"]
+        self.update_debt = state["update_debt"]
+        self.eval_history = state["eval_history"]
+        self.obs = self.env.load_state_dict(state["env"])
+        if replay_state is not None:
+            self.replay.load_state_dict(replay_state)
+        else:
+            self._refill_replay_after_resume()
+        return self.step
+
+    def _refill_replay_after_resume(self) -> None:
+        """Without a saved replay, start its episodes afresh from the current observations."""
+        self.replay.add_reset(
+            np.ones(self.env.num_envs, dtype=bool), self.env.latest_frame(self.obs)
+        )
+
+    def save_checkpoint(self, include_replay: bool | None = None) -> Path:
+        """Write a complete checkpoint of everything needed to continue exactly.
+
+        ``include_replay`` defaults to ``run.checkpoint_replay``; the final checkpoint of a
+        finished run leaves the replay out (nothing will learn from it again).
+        """
+        tensors = {"agent": self.agent.state_dict(), "torch_rng": torch.get_rng_state()}
+        state = {
+            "step": self.step,
+            "updates": self.updates,
+            "update_debt": self.update_debt,
+            "act_rng": self.act_rng.bit_generator.state,
+            "env": self.env.state_dict(),
+            "eval_history": self.eval_history,
+            "config": _jsonable(flatten(self.config)),
+        }
+        if include_replay is None:
+            include_replay = self.config.run.checkpoint_replay
+        replay = self.replay.state_dict() if include_replay else None
+        path = self.checkpoints.save(self.step, tensors, state, replay)
+        self.sink.on_checkpoint(path, self.step)
+        return path
+
+    # ---------------------------------------------------------------------------- the loop
+    def train(self) -> str:
+        """Train until ``total_steps``; returns ``"finished"`` or ``"preempted"``."""
+        run = self.config.run
+        if self.obs is None:
+            self.obs = self.env.reset()
+            self.replay.add_reset(
+                np.ones(self.env.num_envs, dtype=bool), self.env.latest_frame(self.obs)
+            )
+            if run.eval_every:
+                self._evaluate()
+        self._interval_start = (self.step, time.perf_counter())
+        bar = tqdm(
+            total=run.total_steps, initial=self.step, unit="step", disable=self._bar_disabled()
+        )
+        with stop_on_signals(self._stop), bar:
+            while self.step < run.total_steps and not self._stop["stop"]:
+                previous = self.step
+                self._collect()
+                self._learn()
+                self._periodic(previous)
+                bar.update(self.step - previous)
+        if self._stop["stop"]:
+            self._flush()
+            self.save_checkpoint()
+            return "preempted"
+        if not self.eval_history or self.eval_history[-1]["step"] != self.step:
+            self._evaluate()
+        self._flush()
+        self.save_checkpoint(include_replay=False)
+        return "finished"
+
+    def _bar_disabled(self) -> bool | None:
+        return None if self.progress is None else not self.progress
+
+    def _collect(self) -> None:
+        """One vector step: act, store the transitions, note finished episodes."""
+        run = self.config.run
+        epsilon = linear_schedule(
+            self.step, run.eps_start, run.eps_end, int(run.eps_decay_fraction * run.total_steps)
+        )
+        actions = self.agent.act(self.obs, epsilon, self.act_rng)
+        result = self.env.step(actions)
+        self.replay.add_step(
+            actions, result.rewards, result.terminals, self.env.latest_frame(result.next_obs)
+        )
+        if result.reset_mask.any():
+            self.replay.add_reset(result.reset_mask, self.env.latest_frame(result.obs))
+        self.obs = result.obs
+        self.step += self.env.num_envs
+        for episode in result.finished:
+            self._pending.append(("train/episode_score", episode.score, self.step))
+            self._pending.append(("train/episode_length", float(episode.length), self.step))
+        self._epsilon = epsilon
+
+    def _learn(self) -> None:
+        """Pay the update debt: one update per ``train_freq`` agent steps after learning starts."""
+        run = self.config.run
+        if self.step < run.learning_starts or len(self.replay) < self.config.agent.batch_size:
+            return
+        self.update_debt += self.env.num_envs / run.train_freq
+        while self.update_debt >= 1.0:
+            self._update_stats.append(
+                self.agent.update(self.replay.sample(self.config.agent.batch_size))
+            )
+            self.updates += 1
+            self.update_debt -= 1.0
+
+    def _periodic(self, previous: int) -> None:
+        run = self.config.run
+        if crossed(previous, self.step, self.config.agent.target_update):
+            self.agent.sync_target()
+        if crossed(previous, self.step, run.eval_every):
+            self._evaluate()
+        if crossed(previous, self.step, run.log_every):
+            self._flush()
+        if crossed(previous, self.step, run.checkpoint_every) and self.step < run.total_steps:
+            self._flush()
+            self.save_checkpoint()
+
+    # ------------------------------------------------------------------- evaluation, metrics
+    def _evaluate(self) -> None:
+        run = self.config.run
+        rng = np.random.default_rng(derive_seed(self.config.seed, "eval-act", self.step))
+        self.eval_env.seed = derive_seed(self.config.seed, "eval-env", self.step)
+        self.eval_env.episodes[:] = 0
+        scores = evaluate(self.agent, self.eval_env, run.eval_episodes, run.eval_epsilon, rng)
+        self.eval_history.append({"step": self.step, "scores": scores.tolist()})
+        for key, value in {
+            "eval/score_mean": scores.mean(),
+            "eval/score_iqm": interquartile_mean(scores),
+            "eval/score_median": np.median(scores),
+            "eval/score_std": scores.std(),
+            "eval/score_min": scores.min(),
+            "eval/score_max": scores.max(),
+        }.items():
+            self._pending.append((key, float(value), self.step))
+        self.sink.on_evaluation(self.eval_history)
+
+    def _flush(self) -> None:
+        """Reduce the interval's update stats (one host sync) and hand all metrics to the sink."""
+        start_step, start_time = self._interval_start
+        now = time.perf_counter()
+        if self.step > start_step:
+            self._pending.append(
+                (
+                    "perf/steps_per_sec",
+                    (self.step - start_step) / max(now - start_time, 1e-9),
+                    self.step,
+                )
+            )
+        if self._update_stats:
+            for key in self._update_stats[0]:
+                mean = torch.stack([s[key] for s in self._update_stats]).float().mean().item()
+                if math.isfinite(mean):
+                    self._pending.append((f"train/{key}", mean, self.step))
+            self._update_stats = []
+        if self._epsilon is not None:
+            self._pending.append(("train/epsilon", self._epsilon, self.step))
+        self._pending.append(("train/updates", float(self.updates), self.step))
+        self._pending.append(("progress/step", float(self.step), self.step))
+        self.sink.write(self._pending)
+        self._pending = []
+        self._interval_start = (self.step, now)
+
+    def close(self) -> None:
+        self.env.close()
+        self.eval_env.close()
+
+
+def _jsonable(values: dict[str, Any]) -> dict[str, Any]:
+    """Round-trip through JSON so comparisons match what a checkpoint stored."""
+    return json.loads(json.dumps(values))
