@@ -74,6 +74,11 @@ class NatureEncoder(Encoder):
             raise TypeError(f"NatureEncoder expects uint8 observations, got {obs.dtype}")
         # Scale in float32 on the device: the replay keeps 1 byte per pixel (Mnih et al. 2015).
         x = obs.to(torch.float32) * (1.0 / 255.0)
+        if x.device.type == "cpu":
+            # oneDNN convolutions are faster on NHWC activations: +25% per DDQN update at batch
+            # 32 on 2 threads (measured; CUDA left as is, unmeasured). Only the activations change
+            # layout: parameters and their gradients stay NCHW-contiguous for masks/checkpoints.
+            x = x.contiguous(memory_format=torch.channels_last)
         x = F.relu(self.conv1(x))
         x = F.relu(self.conv2(x))
         x = F.relu(self.conv3(x))
