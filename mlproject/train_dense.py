@@ -159,9 +159,17 @@ def _resume(request: TrainRequest, run_id: str) -> int:
     except CheckpointError as error:
         runner.close()
         raise InputError(str(error)) from None
+    if step >= config.run.total_steps and _status(run_id) == "FINISHED":
+        runner.close()
+        print(f"{ENTRY_POINT}: run {run_id} already finished; nothing to do", file=sys.stderr)
+        return 0
     print(f"{ENTRY_POINT}: resuming run {run_id} at step {step}", file=sys.stderr)
     with mlflow.start_run(run_id=run_id):
         return _train(runner, Path(tempfile.mkdtemp()))
+
+
+def _status(run_id: str) -> str:
+    return mlflow.MlflowClient().get_run(run_id).info.status
 
 
 def _train(runner: Runner, scratch: Path) -> int:

@@ -96,7 +96,7 @@ def test_make_agent_builds_each_algo(
         assert same(params_of({role: target}), params_of({role: agent.networks()[role]}))
     for role, optimizer in agent.optimizers().items():
         assert isinstance(optimizer, torch.optim.Adam)
-        assert optimizer.defaults["foreach"] is True
+        assert optimizer.defaults["fused"] is True
         params = list(agent.networks()[role].parameters())
         assert [p for g in optimizer.param_groups for p in g["params"]] == params
 

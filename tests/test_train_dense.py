@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -13,6 +14,8 @@ import mlflow
 import pytest
 import torch
 
+from mlproject.train_dense import fetch_checkpoint, run_config
+from sparse_ticket.runner import Runner
 from tests.conftest import ROOT, only_run, run_cli
 
 pytestmark = pytest.mark.integration
@@ -204,3 +207,33 @@ def test_sigterm_checkpoints_and_marks_the_run_killed(tracking, tmp_path):
     assert "resume with --resume" in stderr
     steps = sorted(p.name for p in (tmp_path / "ckpt" / run.info.run_id).glob("step_*"))
     assert steps and not steps[-1].endswith(".tmp")
+
+    # Without the local checkpoint (another node), the run's artifact checkpoint still resumes.
+    shutil.rmtree(tmp_path / "ckpt" / run.info.run_id)
+    path = fetch_checkpoint(run.info.run_id, tmp_path / "ckpt" / run.info.run_id)
+    assert path is not None and (path / "COMPLETE").is_file()
+    assert not (path / "replay.npz").exists()
+    runner = Runner(run_config(run.info.run_id), tmp_path / "elsewhere")
+    try:
+        assert runner.resume(path) == int(steps[-1].removeprefix("step_"))
+        assert len(runner.replay) == 0  # refills from the current episodes
+    finally:
+        runner.close()
+
+
+def test_resuming_a_finished_run_does_nothing(tracking):
+    run_cli(
+        "train-dense",
+        "--game",
+        "pong",
+        "--preset",
+        "smoke",
+        "--total-steps",
+        "200",
+        "--overrides",
+        "learning_starts=100 eval_every=0 eval_max_frames=200",
+    )
+    run = only_run("FINISHED")
+    result = run_cli("train-dense", "--resume", run.info.run_id)
+    assert "already finished" in result.stderr
+    assert only_run("FINISHED").info.end_time == run.info.end_time

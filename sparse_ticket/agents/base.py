@@ -39,19 +39,13 @@ def make_target(network: ValueNetwork) -> ValueNetwork:
 
 
 def make_optimizer(network: ValueNetwork, lr: float, eps: float) -> torch.optim.Adam:
-    """Adam over ``network``'s parameters: fused kernels on CUDA, foreach (multi-tensor) on CPU.
+    """Adam over ``network``'s parameters with the fused kernel (CPU and CUDA).
 
-    One launch per step instead of one per parameter tensor matters most for small batches,
-    where an update is launch-bound (DESIGN.md §4).
+    One kernel per step instead of one per parameter tensor matters most for small batches,
+    where an update is launch-bound on a GPU (DESIGN.md §4); on a 2-core CPU the fused step
+    made a batch-32 DDQN update 14% faster than the foreach one (measured in one process).
     """
-    on_cuda = next(network.parameters()).device.type == "cuda"
-    return torch.optim.Adam(
-        network.parameters(),
-        lr=lr,
-        eps=eps,
-        foreach=None if on_cuda else True,
-        fused=True if on_cuda else None,
-    )
+    return torch.optim.Adam(network.parameters(), lr=lr, eps=eps, fused=True)
 
 
 def optimizer_step(
