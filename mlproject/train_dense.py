@@ -78,8 +78,22 @@ def check_game(config: TrainConfig) -> None:
         raise InputError(f"unknown {config.env.suite} game {config.game!r}")
 
 
+CHECKPOINT_TAG = "sparse_ticket.checkpoint_dir"
+
+
 def checkpoint_root(request: TrainRequest) -> Path:
-    return Path(request.checkpoint_dir or os.environ.get(CHECKPOINT_ENV, "st_checkpoints"))
+    """Where runs keep local checkpoints (absolute: ``mlflow run`` changes the working dir)."""
+    root = request.checkpoint_dir or os.environ.get(CHECKPOINT_ENV, "st_checkpoints")
+    return Path(root).resolve()
+
+
+def run_checkpoint_dir(request: TrainRequest, run_id: str) -> Path:
+    """A run's checkpoint directory: an explicit root, else the one its tag records."""
+    if not (request.checkpoint_dir or os.environ.get(CHECKPOINT_ENV)):
+        tagged = mlflow.MlflowClient().get_run(run_id).data.tags.get(CHECKPOINT_TAG)
+        if tagged:
+            return Path(tagged)
+    return checkpoint_root(request) / run_id
 
 
 def run_config(run_id: str) -> TrainConfig:
@@ -126,8 +140,10 @@ def resumable_run(request: TrainRequest) -> str | None:
     if request.resume.strip():
         return request.resume.strip()
     run_id = os.environ.get("MLFLOW_RUN_ID")
-    if run_id and CheckpointManager(checkpoint_root(request) / run_id).latest() is not None:
-        return run_id
+    if run_id:
+        tags = mlflow.MlflowClient().get_run(run_id).data.tags
+        if tags.get("sparse_ticket.entry_point") == ENTRY_POINT:  # it has trained before
+            return run_id
     return None
 
 
@@ -138,10 +154,10 @@ def train_dense(request: TrainRequest) -> int:
         return _resume(request, run_id)
     config = build_config(request)
     with mlflow.start_run() as run:
-        log_provenance(flatten(config), {"sparse_ticket.entry_point": ENTRY_POINT})
-        runner = Runner(
-            config, checkpoint_root(request) / run.info.run_id, MlflowSink(run.info.run_id)
-        )
+        directory = checkpoint_root(request) / run.info.run_id
+        tags = {"sparse_ticket.entry_point": ENTRY_POINT, CHECKPOINT_TAG: str(directory)}
+        log_provenance(flatten(config), tags)
+        runner = Runner(config, directory, MlflowSink(run.info.run_id))
         scratch = Path(tempfile.mkdtemp())
         log_weights(runner.initial_weights(), "init.pt", scratch)
         return _train(runner, scratch)
@@ -149,7 +165,7 @@ def train_dense(request: TrainRequest) -> int:
 
 def _resume(request: TrainRequest, run_id: str) -> int:
     config = run_config(run_id)
-    directory = checkpoint_root(request) / run_id
+    directory = run_checkpoint_dir(request, run_id)
     path = fetch_checkpoint(run_id, directory)
     if path is None:
         raise InputError(f"run {run_id} has no complete checkpoint to resume from")

@@ -45,8 +45,8 @@ def assert_same_weights(a: dict, b: dict) -> None:
             assert torch.equal(tensor, b[role][name]), f"{role}.{name} differs"
 
 
-def test_mlflow_run_logs_artifacts_and_metrics(tracking):
-    """`mlflow run . -e train-dense --env-manager local` on real Pong finds everything."""
+def mlflow_run(entry_point: str, *args: str) -> None:
+    """``mlflow run <repo> -e ENTRY_POINT --env-manager local ARGS``, asserting success."""
     result = subprocess.run(
         [
             sys.executable,
@@ -55,19 +55,10 @@ def test_mlflow_run_logs_artifacts_and_metrics(tracking):
             "run",
             str(ROOT),
             "-e",
-            "train-dense",
+            entry_point,
             "--env-manager",
             "local",
-            "--experiment-name",
-            "it",
-            "-P",
-            "game=pong",
-            "-P",
-            "preset=smoke",
-            "-P",
-            "total_steps=1000",
-            "-P",
-            f"overrides={TINY}",
+            *args,
         ],
         capture_output=True,
         text=True,
@@ -75,6 +66,23 @@ def test_mlflow_run_logs_artifacts_and_metrics(tracking):
         env={**os.environ, "PYTHONPATH": str(ROOT)},
     )
     assert result.returncode == 0, result.stderr[-3000:]
+
+
+def test_mlflow_run_logs_artifacts_and_metrics(tracking):
+    """`mlflow run . -e train-dense --env-manager local` on real Pong finds everything."""
+    mlflow_run(
+        "train-dense",
+        "--experiment-name",
+        "it",
+        "-P",
+        "game=pong",
+        "-P",
+        "preset=smoke",
+        "-P",
+        "total_steps=1000",
+        "-P",
+        f"overrides={TINY}",
+    )
     run = only_run("FINISHED")
     client = mlflow.MlflowClient()
     artifacts = {a.path for a in client.list_artifacts(run.info.run_id, "checkpoints")}
@@ -170,7 +178,8 @@ def test_sigkill_then_resume_matches_uninterrupted_run(tracking, tmp_path, game)
     )
     assert killed.info.status == "RUNNING"  # SIGKILL cannot be handled: resume is the remedy
 
-    run_cli("train-dense", "--resume", killed.info.run_id)
+    # Re-running the same run through MLflow Projects continues it from its checkpoint.
+    mlflow_run("train-dense", "--run-id", killed.info.run_id)
     resumed = mlflow.MlflowClient().get_run(killed.info.run_id)
     assert resumed.info.status == "FINISHED"
     assert_same_weights(final_weights(reference), final_weights(killed.info.run_id))
