@@ -48,3 +48,19 @@ def only_run(status: str | None = None):
     if status is not None:
         assert runs[0].info.status == status
     return runs[0]
+
+
+def tiny_finished_run():
+    """Train 200 steps of Pong (no periodic evaluation) and return the finished run."""
+    run_cli(
+        "train-dense",
+        "--game",
+        "pong",
+        "--preset",
+        "smoke",
+        "--total-steps",
+        "200",
+        "--overrides",
+        "learning_starts=100 eval_every=0 eval_max_frames=200",
+    )
+    return only_run("FINISHED")

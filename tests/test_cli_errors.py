@@ -6,7 +6,7 @@ import mlflow
 import pytest
 
 from mlproject.cli import main
-from tests.conftest import run_cli
+from tests.conftest import run_cli, tiny_finished_run
 
 
 def _assert_clean_failure(args: list[str], message: str, capsys=None) -> None:
@@ -50,18 +50,7 @@ def test_bad_input_through_a_real_process(tracking):
 
 
 def test_unreadable_checkpoint(tracking, tmp_path):
-    run_cli(
-        "train-dense",
-        "--game",
-        "pong",
-        "--preset",
-        "smoke",
-        "--total-steps",
-        "200",
-        "--overrides",
-        "learning_starts=100 eval_every=0 eval_max_frames=200",
-    )
-    run = mlflow.search_runs(search_all_experiments=True, output_format="list")[0]
+    run = tiny_finished_run()
     for state in (tmp_path / "ckpt" / run.info.run_id).glob("step_*/state.pt"):
         state.write_bytes(b"garbage")
     _assert_clean_failure(["train-dense", "--resume", run.info.run_id], "cannot read checkpoint")
@@ -72,18 +61,7 @@ def test_incompatible_checkpoint(tracking, tmp_path):
     """A checkpoint whose weights do not fit the run's architecture names the parameter."""
     import torch
 
-    run_cli(
-        "train-dense",
-        "--game",
-        "pong",
-        "--preset",
-        "smoke",
-        "--total-steps",
-        "200",
-        "--overrides",
-        "learning_starts=100 eval_every=0 eval_max_frames=200",
-    )
-    run = mlflow.search_runs(search_all_experiments=True, output_format="list")[0]
+    run = tiny_finished_run()
     for path in (tmp_path / "ckpt" / run.info.run_id).glob("step_*/state.pt"):
         state = torch.load(path, weights_only=True)
         state["agent"]["networks"]["q"]["head.weight"] = torch.zeros(3, 512)

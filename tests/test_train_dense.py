@@ -16,7 +16,7 @@ import torch
 
 from mlproject.train_dense import fetch_checkpoint, run_config
 from sparse_ticket.runner import Runner
-from tests.conftest import ROOT, only_run, run_cli
+from tests.conftest import ROOT, only_run, run_cli, tiny_finished_run
 
 pytestmark = pytest.mark.integration
 
@@ -231,18 +231,7 @@ def test_sigterm_checkpoints_and_marks_the_run_killed(tracking, tmp_path):
 
 
 def test_resuming_a_finished_run_does_nothing(tracking):
-    run_cli(
-        "train-dense",
-        "--game",
-        "pong",
-        "--preset",
-        "smoke",
-        "--total-steps",
-        "200",
-        "--overrides",
-        "learning_starts=100 eval_every=0 eval_max_frames=200",
-    )
-    run = only_run("FINISHED")
+    run = tiny_finished_run()
     result = run_cli("train-dense", "--resume", run.info.run_id)
     assert "already finished" in result.stderr
     assert only_run("FINISHED").info.end_time == run.info.end_time
