@@ -188,11 +188,12 @@ class Runner:
         if replay_state is not None:
             self.replay.load_state_dict(replay_state)
         else:
-            self._refill_replay_after_resume()
+            # Without a saved replay, it refills from the current observations (not bit-exact).
+            self._start_replay_episodes()
         return self.step
 
-    def _refill_replay_after_resume(self) -> None:
-        """Without a saved replay, start its episodes afresh from the current observations."""
+    def _start_replay_episodes(self) -> None:
+        """Open an episode in the replay for every env, at the current observations."""
         self.replay.add_reset(
             np.ones(self.env.num_envs, dtype=bool), self.env.latest_frame(self.obs)
         )
@@ -226,9 +227,7 @@ class Runner:
         run = self.config.run
         if self.obs is None:
             self.obs = self.env.reset()
-            self.replay.add_reset(
-                np.ones(self.env.num_envs, dtype=bool), self.env.latest_frame(self.obs)
-            )
+            self._start_replay_episodes()
             if run.eval_every:
                 self._evaluate()
         self._interval_start = (self.step, time.perf_counter())
