@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import logging
+import os
 import sys
 
 import click
 
 from mlproject.errors import EXIT_INPUT, InputError
+from mlproject.find_mask import FindMaskRequest, find_mask
 from mlproject.presets import preset_names
 from mlproject.tracking import end_run_if_active
 from mlproject.train_dense import TrainRequest, train_dense
@@ -42,10 +44,48 @@ def train_dense_command(**params: str) -> None:
     sys.exit(train_dense(TrainRequest(**params)))
 
 
+@cli.command("find-mask")
+@click.option("--method", default="imp", show_default=True, help="imp, gmp or random.")
+@click.option("--game", default="pong", show_default=True, help="The source game.")
+@click.option("--algo", default="ddqn", show_default=True, help="ddqn, dqv or dqv-max.")
+@click.option(
+    "--sparsities",
+    default="0.6,0.7,0.8",
+    show_default=True,
+    help="Comma-separated sparsity levels; one IMP chain passes through all of them.",
+)
+@click.option("--scope", default="encoder", show_default=True, help="encoder or all.")
+@click.option("--allocation", default="global", show_default=True, help="global, uniform or erk.")
+@click.option("--seed", default="0", show_default=True, help="Non-negative integer seed.")
+@click.option("--total-steps", default="", help="Agent steps per training round.")
+@click.option(
+    "--preset", default="default", show_default=True, help=f"One of: {', '.join(preset_names())}."
+)
+@click.option("--overrides", default="", help='Config overrides, e.g. "imp_prune_fraction=0.1".')
+@click.option("--dense-run", default="", help="runs:/<id> of a train-dense run to start from.")
+@click.option(
+    "--template",
+    default="",
+    help="random: runs:/.../mask.pt whose per-layer densities the random mask copies.",
+)
+@click.option(
+    "--random-weights",
+    default="ticket",
+    show_default=True,
+    help="random with a template: start from its ticket weights or reinit.",
+)
+@click.option("--checkpoint-dir", default="", help="Root of local checkpoints.")
+def find_mask_command(**params: str) -> None:
+    """Find masks (and tickets) on a source game at each requested sparsity."""
+    sys.exit(find_mask(FindMaskRequest(**params)))
+
+
 def main(argv: list[str] | None = None) -> None:
     """Run the CLI; bad input ends with one line on stderr and exit code 2."""
-    # MLflow's INFO lines (e.g. creating the sqlite tables) would drown the one-line errors.
+    # MLflow's INFO lines (e.g. creating the sqlite tables) and download progress bars would
+    # drown the one-line errors.
     logging.getLogger("mlflow").setLevel(logging.WARNING)
+    os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
     try:
         cli.main(args=argv, prog_name="python -m mlproject", standalone_mode=False)
     except InputError as error:

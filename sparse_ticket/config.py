@@ -120,6 +120,44 @@ class RunConfig:
 
 
 @dataclass
+class SparsityConfig:
+    """Sparse training and mask finding (Frankle & Carbin 2019; Zhu & Gupta 2017; Mocanu et al.
+    2018; Evci et al. 2020). Schedule boundaries are fractions of training (<= 1) or steps (> 1).
+    """
+
+    regime: str = "dense"
+    """``dense`` (no mask), ``static`` (a fixed mask), ``gmp`` (gradual magnitude pruning),
+    ``set`` (SET rewiring at fixed sparsity) or ``rigl`` (RigL rewiring)."""
+    sparsity: float = 0.0
+    """Fixed sparsity of ``static``/``set``/``rigl``; final sparsity of ``gmp``."""
+    scope: str = "encoder"
+    """Which weights may be pruned: ``encoder`` (3 conv + fc, the prior study) or ``all``."""
+    allocation: str = "global"
+    """How sparsity is spread over layers: ``global`` magnitude, ``uniform``, or ``erk``."""
+    init_mask: str = "random"
+    """A mask made at step 0 (no mask given): ``random`` positions or ``magnitude`` of init."""
+    gmp_start: float = 0.2
+    """GMP: pruning starts here (Obando-Ceron et al. 2024: 20% of training)."""
+    gmp_end: float = 0.8
+    """GMP: the final sparsity is reached here (80% of training)."""
+    update_every: int = 1_000
+    """Agent steps between mask updates (GMP prunes, SET/RigL rewire)."""
+    drop_fraction: float = 0.3
+    """SET/RigL: fraction of active weights dropped and regrown per update."""
+    drop_decay: str = "cosine"
+    """SET/RigL drop-fraction schedule: ``cosine`` decay to 0 at ``dynamic_end`` or ``constant``."""
+    dynamic_end: float = 1.0
+    """SET/RigL: no rewiring after this point."""
+    imp_prune_fraction: float = 0.2
+    """IMP: fraction of the remaining weights pruned per round."""
+    imp_rewind_step: int = 0
+    """IMP: rewind survivors to their values at this step (0 = init; Frankle et al. 2020)."""
+    imp_early_stop_window: int = 0
+    """IMP: end a round once the IQM of its last N episode scores reaches the dense round's
+    (0: off)."""
+
+
+@dataclass
 class TrainConfig:
     """Everything that defines a training run; logged in full as MLflow params."""
 
@@ -130,9 +168,10 @@ class TrainConfig:
     env: EnvConfig = field(default_factory=EnvConfig)
     agent: AgentConfig = field(default_factory=AgentConfig)
     run: RunConfig = field(default_factory=RunConfig)
+    sparsity: SparsityConfig = field(default_factory=SparsityConfig)
 
 
-SECTIONS = ("env", "agent", "run")
+SECTIONS = ("env", "agent", "run", "sparsity")
 
 
 def _leaf_fields(config: TrainConfig) -> dict[str, tuple[Any, dataclasses.Field]]:
@@ -250,12 +289,37 @@ def validate(config: TrainConfig) -> None:
         (config.env.suite in SUITES, f"unknown env suite {config.env.suite!r} (atari or minatar)"),
         (config.agent.encoder in ENCODERS, f"unknown encoder {config.agent.encoder!r}"),
         (config.agent.max_grad_norm >= 0, "agent.max_grad_norm must be >= 0"),
+        *_sparsity_checks(config.sparsity),
     ]
     for ok, message in checks:
         if not ok:
             raise ConfigError(message)
 
 
+def _sparsity_checks(sp: SparsityConfig) -> list[tuple[bool, str]]:
+    return [
+        (sp.regime in REGIMES, f"unknown sparsity regime {sp.regime!r} ({', '.join(REGIMES)})"),
+        (0.0 <= sp.sparsity < 1.0, "sparsity.sparsity must be in [0, 1)"),
+        (sp.scope in SCOPES, f"unknown sparsity scope {sp.scope!r} (encoder or all)"),
+        (
+            sp.allocation in ALLOCATIONS,
+            f"unknown allocation {sp.allocation!r} (global, uniform, erk)",
+        ),
+        (sp.init_mask in ("random", "magnitude"), "sparsity.init_mask must be random or magnitude"),
+        (sp.drop_decay in ("cosine", "constant"), "sparsity.drop_decay must be cosine or constant"),
+        (0.0 <= sp.drop_fraction < 1.0, "sparsity.drop_fraction must be in [0, 1)"),
+        (0.0 < sp.imp_prune_fraction < 1.0, "sparsity.imp_prune_fraction must be in (0, 1)"),
+        (sp.update_every > 0, "sparsity.update_every must be positive"),
+        (sp.imp_rewind_step >= 0, "sparsity.imp_rewind_step must be >= 0"),
+        (sp.imp_early_stop_window >= 0, "sparsity.imp_early_stop_window must be >= 0"),
+        (sp.gmp_start >= 0, "sparsity.gmp_start must be >= 0"),
+        (sp.gmp_end >= sp.gmp_start, "sparsity.gmp_end must not precede sparsity.gmp_start"),
+    ]
+
+
+REGIMES = ("dense", "static", "gmp", "set", "rigl")
+SCOPES = ("encoder", "all")
+ALLOCATIONS = ("global", "uniform", "erk")
 ALGOS = ("ddqn", "dqv", "dqv-max")
 SUITES = ("atari", "minatar")
 ENCODERS = ("nature", "minatar")

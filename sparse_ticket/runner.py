@@ -18,7 +18,7 @@ import json
 import math
 import signal
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, Protocol
@@ -33,6 +33,8 @@ from sparse_ticket.config import TrainConfig, flatten
 from sparse_ticket.envs import EpisodicVecEnv, make_env
 from sparse_ticket.replay import FrameReplay
 from sparse_ticket.schedules import crossed, linear_schedule
+from sparse_ticket.sparsity.controller import SparsityController
+from sparse_ticket.sparsity.masks import Mask
 
 Metric = tuple[str, float, int]  # (key, value, step)
 
@@ -99,6 +101,20 @@ def evaluate(
     return np.array([score for per_env in scores for score in per_env], dtype=np.float64)
 
 
+def probe_parameters(config: TrainConfig) -> dict[str, torch.Tensor]:
+    """The agent parameters (flat ``role.param`` names) a run of ``config`` would train.
+
+    Builds a one-env backend just to learn the observation shape and action count, so a mask or
+    weights file can be checked against the architecture before any run starts.
+    """
+    env = make_env(config.game, config.env, seed=0, num_envs=1)
+    try:
+        agent = make_agent(config.agent, env.obs_shape, env.num_actions, "cpu")
+    finally:
+        env.close()
+    return agent.named_parameters()
+
+
 @contextmanager
 def stop_on_signals(flag: dict[str, bool]) -> Iterator[None]:
     """Turn SIGTERM/SIGINT into ``flag["stop"] = True`` for the duration of the block."""
@@ -124,7 +140,19 @@ class Runner:
         checkpoint_dir: str | Path,
         sink: MetricSink | None = None,
         progress: bool | None = None,
+        initial_weights: Mapping[str, Any] | None = None,
+        initial_mask: Mask | None = None,
+        early_stop: Callable[[list[float]], bool] | None = None,
     ) -> None:
+        """Build env, agent, replay and sparsity regime.
+
+        Args:
+            initial_weights: Online weights ``{role: state_dict}`` to start from (a ticket's
+                rewound weights, a transferred encoder) instead of a fresh init.
+            initial_mask: A mask to train under from step 0 (see ``SparsityController``).
+            early_stop: Called with all training episode scores so far after episodes end;
+                True ends training early (IMP's optional early stop).
+        """
         self.config = config
         self.sink: MetricSink = sink or NullSink()
         self.progress = progress
@@ -142,6 +170,21 @@ class Runner:
         )
         self.device = torch.device(run.device)
         self.agent = make_agent(config.agent, self.env.obs_shape, self.env.num_actions, self.device)
+        if initial_weights is not None:
+            self.agent.load_weights_state_dict(initial_weights)
+        self.sparsity = SparsityController(
+            config.sparsity,
+            run.total_steps,
+            self.agent,
+            derive_seed(config.seed, "sparsity"),
+            initial_mask,
+        )
+        self.sparsity.start()
+        self.rewind_weights = (
+            self.agent.weights_state_dict() if config.sparsity.imp_rewind_step == 0 else None
+        )
+        self.early_stop = early_stop
+        self.episode_scores: list[float] = []
         self.replay = FrameReplay(
             run.replay_capacity,
             self.env.num_envs,
@@ -161,11 +204,18 @@ class Runner:
         self._interval_start = (0, time.perf_counter())
         self._stop = {"stop": False}
         self._epsilon: float | None = None
+        self.stopped_early = False
 
     # ----------------------------------------------------------------------------- lifecycle
     def initial_weights(self) -> dict[str, Any]:
         """The online weights at step 0 (lottery-ticket rewinding needs them)."""
         return self.agent.weights_state_dict()
+
+    def _snapshot_rewind_point(self, previous: int) -> None:
+        """Keep the weights of step ``imp_rewind_step`` (late rewinding, Frankle et al. 2020)."""
+        k = self.config.sparsity.imp_rewind_step
+        if self.rewind_weights is None and previous < k <= self.step:
+            self.rewind_weights = self.agent.weights_state_dict()
 
     def resume(self, path: str | Path | None = None) -> int:
         """Restore the newest complete checkpoint (or ``path``); returns its step, 0 if none."""
@@ -180,6 +230,9 @@ class Runner:
         except (KeyError, RuntimeError, ValueError) as error:
             raise CheckpointError(f"checkpoint {path} does not fit this agent: {error}") from None
         torch.set_rng_state(tensors["torch_rng"])
+        self.sparsity.load_state_dict(tensors["sparsity"])
+        self.rewind_weights = tensors["rewind"]
+        self.episode_scores = state["episode_scores"]
         self.act_rng.bit_generator.state = state["act_rng"]
         self.step, self.updates = state["step"], state["updates"]
         self.update_debt = state["update_debt"]
@@ -204,7 +257,12 @@ class Runner:
         ``include_replay`` defaults to ``run.checkpoint_replay``; the final checkpoint of a
         finished run leaves the replay out (nothing will learn from it again).
         """
-        tensors = {"agent": self.agent.state_dict(), "torch_rng": torch.get_rng_state()}
+        tensors = {
+            "agent": self.agent.state_dict(),
+            "torch_rng": torch.get_rng_state(),
+            "sparsity": self.sparsity.state_dict(),
+            "rewind": self.rewind_weights,
+        }
         state = {
             "step": self.step,
             "updates": self.updates,
@@ -212,6 +270,7 @@ class Runner:
             "act_rng": self.act_rng.bit_generator.state,
             "env": self.env.state_dict(),
             "eval_history": self.eval_history,
+            "episode_scores": self.episode_scores,
             "config": _jsonable(flatten(self.config)),
         }
         if include_replay is None:
@@ -223,11 +282,12 @@ class Runner:
 
     # ---------------------------------------------------------------------------- the loop
     def train(self) -> str:
-        """Train until ``total_steps``; returns ``"finished"`` or ``"preempted"``."""
+        """Train to ``total_steps`` or an early stop; returns ``"finished"`` or ``"preempted"``."""
         run = self.config.run
         if self.obs is None:
             self.obs = self.env.reset()
             self._start_replay_episodes()
+            self._pending.extend(self.sparsity.metrics(0))
             if run.eval_every:
                 self._evaluate()
         self._interval_start = (self.step, time.perf_counter())
@@ -235,7 +295,7 @@ class Runner:
             total=run.total_steps, initial=self.step, unit="step", disable=self._bar_disabled()
         )
         with stop_on_signals(self._stop), bar:
-            while self.step < run.total_steps and not self._stop["stop"]:
+            while self.step < run.total_steps and not self._stop["stop"] and not self.stopped_early:
                 previous = self.step
                 self._collect()
                 self._learn()
@@ -270,8 +330,11 @@ class Runner:
         self.obs = result.obs
         self.step += self.env.num_envs
         for episode in result.finished:
+            self.episode_scores.append(episode.score)
             self._pending.append(("train/episode_score", episode.score, self.step))
             self._pending.append(("train/episode_length", float(episode.length), self.step))
+        if result.finished and self.early_stop is not None:
+            self.stopped_early = self.early_stop(self.episode_scores)
         self._epsilon = epsilon
 
     def _learn(self) -> None:
@@ -289,6 +352,8 @@ class Runner:
 
     def _periodic(self, previous: int) -> None:
         run = self.config.run
+        self._snapshot_rewind_point(previous)
+        self._pending.extend(self.sparsity.step(previous, self.step, self._sample))
         if crossed(previous, self.step, self.config.agent.target_update):
             self.agent.sync_target()
         if crossed(previous, self.step, run.eval_every):
@@ -298,6 +363,9 @@ class Runner:
         if crossed(previous, self.step, run.checkpoint_every) and self.step < run.total_steps:
             self._flush()
             self.save_checkpoint()
+
+    def _sample(self) -> Any:
+        return self.replay.sample(self.config.agent.batch_size)
 
     # ------------------------------------------------------------------- evaluation, metrics
     def _evaluate(self) -> None:

@@ -52,8 +52,13 @@ class DDQN(Agent):
         """``{"q": Adam of the online Q network}``."""
         return {"q": self.q_optimizer}
 
-    def update(self, batch: ReplayBatch) -> dict[str, torch.Tensor]:
-        """One Adam step on the Double DQN TD loss of ``batch`` (``B`` transitions)."""
+    def _losses(
+        self, batch: ReplayBatch
+    ) -> tuple[dict[str, torch.Tensor], dict[str, torch.Tensor]]:
+        """``{"q": Double DQN TD loss}`` of ``batch`` (``B`` transitions).
+
+        Metrics: ``td_loss`` (that loss) and ``q_mean`` (mean ``Q(s, a)`` over the batch).
+        """
         obs, actions, rewards, next_obs, terminals = self._to_device(batch)
         with torch.no_grad():
             # Online net selects a', target net evaluates it (van Hasselt et al. 2016).
@@ -62,9 +67,10 @@ class DDQN(Agent):
             )
         q_taken = self.q(obs).gather(1, actions.unsqueeze(1)).squeeze(1)  # (B,)
         loss = td_loss(q_taken, target, self.config.loss)
-        grad_norm = self._step(self.q, self.q_optimizer, loss)
-        return {
-            "td_loss": loss.detach(),
-            "q_mean": q_taken.detach().mean(),
-            "grad_norm": grad_norm,
-        }
+        return {"q": loss}, {"td_loss": loss.detach(), "q_mean": q_taken.detach().mean()}
+
+    def update(self, batch: ReplayBatch) -> dict[str, torch.Tensor]:
+        """One Adam step on the Double DQN TD loss of ``batch`` (``B`` transitions)."""
+        losses, metrics = self._losses(batch)
+        metrics["grad_norm"] = self._step("q", losses["q"])
+        return metrics

@@ -69,8 +69,14 @@ class _QualityValueAgent(Agent):
     ) -> tuple[torch.Tensor, torch.Tensor]:
         """The regression targets ``(v_target, q_target)``, each ``(B,)`` and without graph."""
 
-    def update(self, batch: ReplayBatch) -> dict[str, torch.Tensor]:
-        """One Adam step for V and one for Q on ``batch`` (``B`` transitions)."""
+    def _losses(
+        self, batch: ReplayBatch
+    ) -> tuple[dict[str, torch.Tensor], dict[str, torch.Tensor]]:
+        """``{"v": V loss, "q": Q loss}`` of ``batch`` (``B`` transitions), V first as it steps.
+
+        Both targets come from the parameters before either network steps. Metrics:
+        ``td_loss``, ``v_loss``, ``q_loss``, ``q_mean``, ``v_mean``.
+        """
         obs, actions, rewards, next_obs, terminals = self._to_device(batch)
         with torch.no_grad():
             v_target, q_target = self._targets(rewards, terminals, next_obs)
@@ -78,15 +84,23 @@ class _QualityValueAgent(Agent):
         q_taken = self.q(obs).gather(1, actions.unsqueeze(1)).squeeze(1)  # (B,)
         v_loss = td_loss(v, v_target, self.config.loss)
         q_loss = td_loss(q_taken, q_target, self.config.loss)
-        v_grad_norm = self._step(self.v, self.v_optimizer, v_loss)
-        q_grad_norm = self._step(self.q, self.q_optimizer, q_loss)
-        v_loss, q_loss = v_loss.detach(), q_loss.detach()
-        return {
-            "td_loss": v_loss + q_loss,
-            "v_loss": v_loss,
-            "q_loss": q_loss,
+        v_value, q_value = v_loss.detach(), q_loss.detach()
+        metrics = {
+            "td_loss": v_value + q_value,
+            "v_loss": v_value,
+            "q_loss": q_value,
             "q_mean": q_taken.detach().mean(),
             "v_mean": v.detach().mean(),
+        }
+        return {"v": v_loss, "q": q_loss}, metrics
+
+    def update(self, batch: ReplayBatch) -> dict[str, torch.Tensor]:
+        """One Adam step for V and one for Q on ``batch`` (``B`` transitions)."""
+        losses, metrics = self._losses(batch)
+        v_grad_norm = self._step("v", losses["v"])
+        q_grad_norm = self._step("q", losses["q"])
+        return {
+            **metrics,
             "grad_norm": torch.maximum(v_grad_norm, q_grad_norm),
             "v_grad_norm": v_grad_norm,
             "q_grad_norm": q_grad_norm,

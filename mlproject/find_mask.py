@@ -1,0 +1,320 @@
+"""The ``find-mask`` entry point: IMP (lottery tickets), GMP or random masks on a source game.
+
+One parent run per call; every training round (IMP's dense round and pruned rounds, one GMP run
+per level, one random-control run per level) is a nested run with its own learning curves.
+Artifact contract of the parent run, per requested level (``sparsity_0.60/`` ...)::
+
+    mask.pt, mask.json          {"q.encoder.conv1.weight": bool tensor, ...} and its sidecar
+    ticket.pt, ticket.json      {role: state_dict}: the rewound weights under the mask
+    trained.pt, trained.json    {role: state_dict}: the weights after training under the mask
+    tickets.json                one row per level: realised sparsity, round run id, final eval
+
+Sidecars hold the method, the target and realised sparsity (overall and per layer), source game,
+algo, seed, the architecture fingerprint, and content hashes. A mask is loaded back by its
+``runs:/<run_id>/sparsity_0.60/mask.pt`` URI with :func:`load_mask_uri`.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import tempfile
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import mlflow
+import numpy as np
+import torch
+
+from mlproject.errors import EXIT_PREEMPTED, InputError
+from mlproject.tracking import MlflowSink, end_run_if_active, log_provenance
+from mlproject.train_dense import (
+    CHECKPOINT_TAG,
+    TrainRequest,
+    build_config,
+    checkpoint_root,
+    run_config,
+)
+from sparse_ticket.checkpoint import CheckpointError, load_weights
+from sparse_ticket.config import ConfigError, TrainConfig, apply_overrides, flatten, validate
+from sparse_ticket.lottery import (
+    DenseStart,
+    Ticket,
+    find_gmp_tickets,
+    find_imp_tickets,
+    find_random_tickets,
+    flat_weights,
+)
+from sparse_ticket.runner import interquartile_mean, probe_parameters
+from sparse_ticket.sparsity.masks import (
+    MaskError,
+    architecture_fingerprint,
+    check_compatible,
+    content_hash,
+    load_mask,
+    save_mask,
+    sparsity_report,
+)
+
+ENTRY_POINT = "find-mask"
+METHODS = ("imp", "gmp", "random")
+TAG = "sparse_ticket."
+
+
+@dataclass
+class FindMaskRequest(TrainRequest):
+    """``train-dense``'s parameters plus the mask-finding ones (strings, validated here)."""
+
+    method: str = "imp"
+    sparsities: str = "0.6,0.7,0.8"
+    scope: str = "encoder"
+    allocation: str = "global"
+    dense_run: str = ""
+    template: str = ""
+    random_weights: str = "ticket"
+
+
+def parse_levels(text: str) -> list[float]:
+    """``"0.6,0.7,0.8"`` -> sorted unique levels in (0, 1)."""
+    try:
+        levels = sorted({round(float(part), 6) for part in text.split(",") if part.strip()})
+    except ValueError:
+        raise InputError(f"sparsities must be comma-separated numbers, got {text!r}") from None
+    if not levels or any(not 0.0 < level < 1.0 for level in levels):
+        raise InputError(f"sparsities must be in (0, 1), got {text!r}")
+    return levels
+
+
+def run_id_of(uri: str, name: str) -> str:
+    """The run id of a ``runs:/<id>[/...]`` URI (or a bare run id)."""
+    text = uri.strip()
+    if text.startswith("runs:/"):
+        text = text[len("runs:/") :]
+    run_id = text.strip("/").split("/", 1)[0]
+    if not run_id:
+        raise InputError(f"{name} must be a runs:/<run_id> URI, got {uri!r}")
+    return run_id
+
+
+def download(uri: str, name: str) -> Path:
+    """Download an artifact URI, or InputError naming the parameter."""
+    try:
+        return Path(mlflow.artifacts.download_artifacts(uri, dst_path=tempfile.mkdtemp()))
+    except (mlflow.exceptions.MlflowException, OSError) as error:
+        first = str(error).splitlines()[0] if str(error) else type(error).__name__
+        raise InputError(f"{name} {uri!r} cannot be downloaded: {first}") from None
+
+
+def load_mask_uri(uri: str) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
+    """A mask and its sidecar from a ``runs:/.../mask.pt`` URI (InputError if unusable)."""
+    path = download(uri, "mask")
+    try:
+        mask = load_mask(path)
+    except MaskError as error:
+        raise InputError(str(error)) from None
+    sidecar_path = path.with_suffix(".json")
+    sidecar = {}
+    try:
+        sidecar_uri = uri[: -len(path.suffix)] + ".json"
+        sidecar = json.loads(download(sidecar_uri, "mask sidecar").read_text())
+    except (InputError, json.JSONDecodeError):
+        if sidecar_path.is_file():
+            sidecar = json.loads(sidecar_path.read_text())
+    return mask, sidecar
+
+
+# ----------------------------------------------------------------------------- configuration
+def build_find_config(request: FindMaskRequest) -> tuple[TrainConfig, list[float]]:
+    """The training config of every round, and the requested levels."""
+    if request.method not in METHODS:
+        raise InputError(f"unknown method {request.method!r} ({', '.join(METHODS)})")
+    config = build_config(request)
+    try:
+        apply_overrides(
+            config, {"sparsity.scope": request.scope, "sparsity.allocation": request.allocation}
+        )
+        apply_overrides(config, request.overrides)  # explicit overrides still win
+        validate(config)
+    except ConfigError as error:
+        raise InputError(str(error)) from None
+    if request.random_weights not in ("ticket", "reinit"):
+        raise InputError(f"random_weights must be ticket or reinit, got {request.random_weights!r}")
+    return config, parse_levels(request.sparsities)
+
+
+def dense_start(uri: str, config: TrainConfig) -> DenseStart:
+    """Round 0 from a ``train-dense`` run: its init (or step-k) and final weights."""
+    run_id = run_id_of(uri, "dense_run")
+    dense_config = run_config(run_id)
+    for key in ("game", "agent.algo", "agent.encoder", "env.frame_stack", "env.suite"):
+        mine, theirs = flatten(config)[key], flatten(dense_config)[key]
+        if mine != theirs:
+            raise InputError(f"dense_run {run_id} has {key}={theirs}, this run {key}={mine}")
+    k = config.sparsity.imp_rewind_step
+    rewind_name = "init.pt" if k == 0 else f"step_{k}.pt"
+    try:
+        rewind = load_weights(download(f"runs:/{run_id}/checkpoints/{rewind_name}", "dense_run"))
+        trained = load_weights(download(f"runs:/{run_id}/checkpoints/final.pt", "dense_run"))
+    except CheckpointError as error:
+        raise InputError(str(error)) from None
+    history = mlflow.MlflowClient().get_metric_history(run_id, "train/episode_score")
+    scores = [m.value for m in sorted(history, key=lambda m: m.step)]
+    return DenseStart(rewind, trained, scores)
+
+
+# ----------------------------------------------------------------------------- artifacts
+def _file_hash(path: Path) -> str:
+    return hashlib.sha256(path.read_bytes()).hexdigest()[:16]
+
+
+class MlflowRounds:
+    """:class:`~sparse_ticket.lottery.RoundHooks` that nest a run per round and log tickets."""
+
+    def __init__(self, parent_id: str, config: TrainConfig, method: str, scratch: Path) -> None:
+        self.parent_id = parent_id
+        self.config = config
+        self.method = method
+        self.scratch = scratch
+        self.rounds: dict[int, str] = {}
+        self.summary: list[dict[str, Any]] = []
+
+    @contextmanager
+    def round(self, index: int, sparsity: float) -> Iterator[MlflowSink]:
+        name = (
+            f"{self.method}-round-{index}"
+            if self.method == "imp"
+            else f"{self.method}-{sparsity:.2f}"
+        )
+        with mlflow.start_run(run_name=name, nested=True) as child:
+            mlflow.set_tags(
+                {
+                    f"{TAG}entry_point": f"{ENTRY_POINT}/round",
+                    f"{TAG}round": str(index),
+                    f"{TAG}sparsity": f"{sparsity:.6g}",
+                    f"{TAG}method": self.method,
+                }
+            )
+            mlflow.log_params({"round": index, "round_sparsity": sparsity})
+            self.rounds[index] = child.info.run_id
+            yield MlflowSink(child.info.run_id)
+
+    def _sidecar(self, ticket: Ticket, kind: str, path: Path) -> dict[str, Any]:
+        report = sparsity_report(ticket.mask)
+        return {
+            "kind": kind,
+            "method": self.method,
+            "sparsity_target": ticket.sparsity,
+            "sparsity": report["overall"],
+            "per_layer": {k: v for k, v in report.items() if k != "overall"},
+            "source_game": self.config.game,
+            "algo": self.config.agent.algo,
+            "encoder": self.config.agent.encoder,
+            "seed": self.config.seed,
+            "scope": self.config.sparsity.scope,
+            "allocation": self.config.sparsity.allocation,
+            "rewind_step": self.config.sparsity.imp_rewind_step,
+            "round": ticket.round_index,
+            "round_run_id": self.rounds.get(ticket.round_index, ""),
+            "source_run_id": self.parent_id,
+            "architecture": architecture_fingerprint(flat_weights(ticket.trained_weights)),
+            "mask_hash": content_hash(ticket.mask),
+            "content_hash": _file_hash(path),
+        }
+
+    def on_ticket(self, ticket: Ticket) -> None:
+        folder = self.scratch / f"sparsity_{ticket.sparsity:.2f}"
+        folder.mkdir(parents=True, exist_ok=True)
+        save_mask(ticket.mask, folder / "mask.pt")
+        torch.save(ticket.ticket_weights, folder / "ticket.pt")
+        torch.save(ticket.trained_weights, folder / "trained.pt")
+        for kind in ("mask", "ticket", "trained"):
+            sidecar = self._sidecar(ticket, kind, folder / f"{kind}.pt")
+            (folder / f"{kind}.json").write_text(json.dumps(sidecar, indent=2))
+        mlflow.log_artifacts(str(folder), folder.name)
+        final = ticket.eval_history[-1]["scores"] if ticket.eval_history else []
+        row = {
+            "sparsity_target": ticket.sparsity,
+            "sparsity": sparsity_report(ticket.mask)["overall"],
+            "round": ticket.round_index,
+            "round_run_id": self.rounds.get(ticket.round_index, ""),
+            "artifact_dir": folder.name,
+            "final_eval_mean": float(np.mean(final)) if final else None,
+            "final_eval_iqm": interquartile_mean(np.asarray(final)) if final else None,
+        }
+        self.summary.append(row)
+        mlflow.log_dict(self.summary, "tickets.json")
+        step = round(ticket.sparsity * 1000)
+        mlflow.log_metrics({"ticket/sparsity": row["sparsity"]}, step=step)
+        if final:
+            mlflow.log_metrics(
+                {
+                    "ticket/final_eval_mean": row["final_eval_mean"],
+                    "ticket/final_eval_iqm": row["final_eval_iqm"],
+                },
+                step=step,
+            )
+
+
+# ----------------------------------------------------------------------------- entry point
+def find_mask(request: FindMaskRequest) -> int:
+    """Run the entry point; returns the process exit code."""
+    config, levels = build_find_config(request)
+    dense = dense_start(request.dense_run, config) if request.dense_run.strip() else None
+    template, template_weights = _template(request, config)
+    if template is not None:
+        levels = [round(sparsity_report(template)["overall"], 6)]
+    with mlflow.start_run() as run:
+        directory = checkpoint_root(request) / run.info.run_id
+        log_provenance(
+            flatten(config),
+            {
+                f"{TAG}entry_point": ENTRY_POINT,
+                f"{TAG}method": request.method,
+                f"{TAG}sparsities": ",".join(f"{level:g}" for level in levels),
+                f"{TAG}dense_run": request.dense_run,
+                f"{TAG}template": request.template,
+                CHECKPOINT_TAG: str(directory),
+            },
+        )
+        hooks = MlflowRounds(run.info.run_id, config, request.method, Path(tempfile.mkdtemp()))
+        try:
+            _find(
+                request.method, config, levels, directory, hooks, dense, template, template_weights
+            )
+        except InterruptedError:
+            end_run_if_active("KILLED")
+            return EXIT_PREEMPTED
+    return 0
+
+
+def _template(request: FindMaskRequest, config: TrainConfig):
+    if request.method != "random" or not request.template.strip():
+        return None, None
+    mask, _ = load_mask_uri(request.template)
+    try:
+        check_compatible(mask, probe_parameters(config))
+    except MaskError as error:
+        raise InputError(f"template does not fit this architecture: {error}") from None
+    weights = None
+    if request.random_weights == "ticket":
+        ticket_uri = request.template.rsplit("/", 1)[0] + "/ticket.pt"
+        try:
+            weights = load_weights(download(ticket_uri, "template ticket"))
+        except CheckpointError as error:
+            raise InputError(str(error)) from None
+    return mask, weights
+
+
+def _find(method, config, levels, directory, hooks, dense, template, template_weights) -> None:
+    if method == "imp":
+        steps = config.run.total_steps
+        find_imp_tickets(config, levels, directory, hooks, dense, round_steps=steps)
+    elif method == "gmp":
+        find_gmp_tickets(config, levels, directory, hooks, dense)
+    else:
+        find_random_tickets(
+            config, levels, directory, hooks, template, template_weights, seed=config.seed
+        )

@@ -1,0 +1,259 @@
+"""Finding sparse subnetworks: IMP with rewinding, GMP, and the random-ticket control.
+
+Every method yields one :class:`Ticket` per requested sparsity level: the mask, the *ticket*
+(the rewound weights under the mask) and the *trained* weights (the ticket after training, or
+the end of a GMP run). Each training is one :class:`~sparse_ticket.runner.Runner` run; the
+caller's :class:`RoundHooks` decide where its metrics go (the MLflow layer opens a nested run)
+and what happens to each ticket.
+
+IMP (Frankle & Carbin 2019; Frankle et al. 2020 for rewinding to step k > 0)::
+
+    round 0: train dense                      (or take a train-dense run's weights)
+    round r: prune imp_prune_fraction of the remaining weights by magnitude -> mask m_r
+             rewind survivors to their step-k values -> ticket_r; retrain it under m_r
+One chain passes through every requested level: :func:`imp_levels` clamps the geometric
+sequence so that it lands exactly on each of them.
+"""
+
+from __future__ import annotations
+
+import copy
+from collections.abc import Callable, Sequence
+from contextlib import AbstractContextManager
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from typing import Any, Protocol
+
+import numpy as np
+import torch
+
+from sparse_ticket.config import TrainConfig
+from sparse_ticket.runner import MetricSink, Runner, interquartile_mean
+from sparse_ticket.sparsity.allocation import magnitude_prune, random_like
+from sparse_ticket.sparsity.masks import Mask, prunable_names
+from sparse_ticket.sparsity.schedules import imp_levels
+
+Weights = dict[str, dict[str, torch.Tensor]]  # {role: state_dict}
+
+
+@dataclass
+class Ticket:
+    """A mask at one sparsity level and the weights that go with it."""
+
+    sparsity: float
+    mask: Mask
+    ticket_weights: Weights
+    """The rewound (or re-initialised) weights under the mask: what a transfer starts from."""
+    trained_weights: Weights
+    """The weights after training under the mask."""
+    round_index: int
+    eval_history: list[dict[str, Any]] = field(default_factory=list)
+    """Evaluations of the run that trained the ticket (for winning-ticket curves)."""
+
+
+@dataclass
+class DenseStart:
+    """A dense run to start from (e.g. a ``train-dense`` run): IMP's round 0, done already."""
+
+    rewind_weights: Weights
+    trained_weights: Weights
+    episode_scores: list[float] = field(default_factory=list)
+
+
+class RoundHooks(Protocol):
+    """Where each training round reports (the MLflow layer: a nested run per round)."""
+
+    def round(self, index: int, sparsity: float) -> AbstractContextManager[MetricSink]:
+        """A context for round ``index`` at ``sparsity``, yielding its metric sink."""
+
+    def on_ticket(self, ticket: Ticket) -> None:
+        """A ticket for a requested level is complete."""
+
+
+def flat_weights(weights: Weights) -> dict[str, torch.Tensor]:
+    """``{role: {param: t}}`` -> ``{"role.param": t}`` (the naming masks use)."""
+    return {f"{role}.{name}": t for role, sd in weights.items() for name, t in sd.items()}
+
+
+def masked(weights: Weights, mask: Mask) -> Weights:
+    """A copy of ``weights`` with every masked tensor multiplied by its mask."""
+    out = copy.deepcopy(weights)
+    for key, keep in mask.items():
+        role, name = key.split(".", 1)
+        out[role][name] = out[role][name] * keep.to(out[role][name].dtype)
+    return out
+
+
+def magnitude_mask(
+    weights: Weights, current: Mask | None, sparsity: float, config: TrainConfig
+) -> Mask:
+    """Prune ``weights`` (within the config's scope) to ``sparsity`` by magnitude."""
+    flat = flat_weights(weights)
+    if current is None:
+        names = prunable_names(flat, config.sparsity.scope)
+        current = {n: torch.ones(flat[n].shape, dtype=torch.bool) for n in names}
+    scores = {n: flat[n].abs() for n in current}
+    return magnitude_prune(scores, current, sparsity, config.sparsity.allocation)
+
+
+def _early_stop(window: int, reference: float | None) -> Callable[[list[float]], bool] | None:
+    """IMP's optional early stop: the IQM of the last ``window`` scores reaches ``reference``."""
+    if not window or reference is None:
+        return None
+    return lambda scores: (
+        len(scores) >= window and interquartile_mean(np.asarray(scores[-window:])) >= reference
+    )
+
+
+def _round_config(config: TrainConfig, regime: str, sparsity: float, steps: int) -> TrainConfig:
+    out = copy.deepcopy(config)
+    out.sparsity = replace(out.sparsity, regime=regime, sparsity=sparsity)
+    out.run.total_steps = steps
+    return out
+
+
+def _train(
+    config: TrainConfig,
+    directory: Path,
+    sink: MetricSink,
+    **runner_args: Any,
+) -> Runner:
+    runner = Runner(config, directory, sink, progress=False, **runner_args)
+    try:
+        if runner.train() != "finished":
+            raise InterruptedError("training was stopped by a signal")
+    finally:
+        runner.close()
+    return runner
+
+
+def find_imp_tickets(
+    config: TrainConfig,
+    levels: Sequence[float],
+    directory: Path,
+    hooks: RoundHooks,
+    dense: DenseStart | None = None,
+    round_steps: int | None = None,
+) -> list[Ticket]:
+    """One IMP chain through every level in ``levels``; returns their tickets, lowest first."""
+    steps = round_steps or config.run.total_steps
+    window = config.sparsity.imp_early_stop_window
+    if dense is None:
+        with hooks.round(0, 0.0) as sink:
+            runner = _train(_round_config(config, "dense", 0.0, steps), directory / "round_0", sink)
+        dense = DenseStart(
+            runner.rewind_weights, runner.agent.weights_state_dict(), runner.episode_scores
+        )
+    if dense.rewind_weights is None:
+        raise ValueError("the dense round never reached sparsity.imp_rewind_step")
+    reference = (
+        interquartile_mean(np.asarray(dense.episode_scores[-window:]))
+        if window and dense.episode_scores
+        else None
+    )
+    wanted = {round(level, 6) for level in levels}
+    tickets, mask, trained = [], None, dense.trained_weights
+    for index, sparsity in enumerate(imp_levels(levels, config.sparsity.imp_prune_fraction), 1):
+        mask = magnitude_mask(trained, mask, sparsity, config)
+        ticket_weights = masked(dense.rewind_weights, mask)
+        with hooks.round(index, sparsity) as sink:
+            runner = _train(
+                _round_config(config, "static", sparsity, steps),
+                directory / f"round_{index}",
+                sink,
+                initial_weights=ticket_weights,
+                initial_mask=mask,
+                early_stop=_early_stop(window, reference),
+            )
+        trained = runner.agent.weights_state_dict()
+        if round(sparsity, 6) in wanted:
+            ticket = Ticket(sparsity, mask, ticket_weights, trained, index, runner.eval_history)
+            hooks.on_ticket(ticket)
+            tickets.append(ticket)
+    return tickets
+
+
+def find_gmp_tickets(
+    config: TrainConfig,
+    levels: Sequence[float],
+    directory: Path,
+    hooks: RoundHooks,
+    dense: DenseStart | None = None,
+) -> list[Ticket]:
+    """One GMP run per level (Zhu & Gupta 2017); the ticket rewinds the final mask's survivors."""
+    tickets = []
+    for index, sparsity in enumerate(sorted(levels)):
+        with hooks.round(index, sparsity) as sink:
+            runner = _train(
+                _round_config(config, "gmp", sparsity, config.run.total_steps),
+                directory / f"gmp_{index}",
+                sink,
+                initial_weights=dense.trained_weights if dense else None,
+            )
+        mask = runner.sparsity.mask
+        rewind = dense.rewind_weights if dense else runner.rewind_weights
+        ticket = Ticket(
+            sparsity,
+            mask,
+            masked(rewind, mask),
+            runner.agent.weights_state_dict(),
+            index,
+            runner.eval_history,
+        )
+        hooks.on_ticket(ticket)
+        tickets.append(ticket)
+    return tickets
+
+
+def find_random_tickets(
+    config: TrainConfig,
+    levels: Sequence[float],
+    directory: Path,
+    hooks: RoundHooks,
+    template: Mask | None = None,
+    template_weights: Weights | None = None,
+    seed: int = 0,
+) -> list[Ticket]:
+    """The random-ticket control (Frankle & Carbin 2019): random masks, trained.
+
+    With a ``template`` mask, each random mask has exactly its per-layer densities (and the
+    level is the template's); without one, the config's allocation at each level (``global``
+    has no magnitudes to rank, so it means ``uniform`` here). The weights are the template's
+    ticket weights under the random mask, or, without ``template_weights``, a fresh init.
+    """
+    tickets = []
+    for index, sparsity in enumerate(sorted(levels)):
+        round_config = _round_config(config, "static", sparsity, config.run.total_steps)
+        round_config.sparsity.imp_rewind_step = 0  # the ticket is the starting point
+        args: dict[str, Any] = {}
+        if template is not None:
+            mask = random_like(template, torch.Generator().manual_seed(seed + index))
+            args["initial_mask"] = mask
+            if template_weights is not None:
+                args["initial_weights"] = masked(template_weights, mask)
+        with hooks.round(index, sparsity) as sink:
+            runner = _train(round_config, directory / f"random_{index}", sink, **args)
+        ticket = Ticket(
+            sparsity,
+            runner.sparsity.mask,
+            runner.rewind_weights,
+            runner.agent.weights_state_dict(),
+            index,
+            runner.eval_history,
+        )
+        hooks.on_ticket(ticket)
+        tickets.append(ticket)
+    return tickets
+
+
+__all__ = [
+    "DenseStart",
+    "RoundHooks",
+    "Ticket",
+    "find_gmp_tickets",
+    "find_imp_tickets",
+    "find_random_tickets",
+    "flat_weights",
+    "magnitude_mask",
+    "masked",
+]
