@@ -67,6 +67,7 @@ machine (other jobs, or torch's OpenMP threads descheduled mid-kernel) rerun bef
 from __future__ import annotations
 
 import argparse
+import copy
 import cProfile
 import io
 import json
@@ -180,6 +181,13 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         "--threads", type=int, default=0, help="torch intra-op threads (0: torch's default)"
     )
     parser.add_argument("--repeats", type=int, default=3, help="timed runs per block (median)")
+    parser.add_argument(
+        "--masked",
+        type=float,
+        default=0.8,
+        help="also time the loop under a static encoder mask of this sparsity, interleaved with "
+        "the dense loop in the same run (0 disables)",
+    )
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--quick", action="store_true", help="a smaller budget (~15 s on 2 CPUs)")
     parser.add_argument(
@@ -450,11 +458,14 @@ def run_benchmark(args: argparse.Namespace) -> dict[str, Any]:
     with tempfile.TemporaryDirectory(prefix="throughput-") as checkpoint_dir:
         try:
             runner = Runner(config, checkpoint_dir, progress=False)
+            masked = masked_runner(config, args.masked, checkpoint_dir)
         except ValueError as error:  # an unknown game or algorithm
             raise ConfigError(str(error)) from None
         env = make_env(config.game, config.env, derive_seed(config.seed, "benchmark-env"))
         try:
             start_training(runner, budget)
+            if masked is not None:
+                start_training(masked, budget)
             decay_steps = int(run.eps_decay_fraction * run.total_steps)
             epsilon = linear_schedule(runner.step, run.eps_start, run.eps_end, decay_steps)
             update_agent = make_agent(
@@ -479,8 +490,12 @@ def run_benchmark(args: argparse.Namespace) -> dict[str, Any]:
                     "act_ms",
                 )
             }
+            if masked is not None:
+                figures["masked_loop_steps_per_s"] = Figure([])
             for _ in range(args.repeats):
                 figures["loop_steps_per_s"].values.append(time_loop(runner, steps, sync))
+                if masked is not None:
+                    figures["masked_loop_steps_per_s"].values.append(time_loop(masked, steps, sync))
                 figures["env_steps_per_s"].values.append(
                     time_env(env, ENV_STEPS_PER_LOOP_STEP * steps, env_rng)
                 )
@@ -500,6 +515,8 @@ def run_benchmark(args: argparse.Namespace) -> dict[str, Any]:
         finally:
             env.close()
             runner.close()
+            if masked is not None:
+                masked.close()
 
     median = {key: figure.median for key, figure in figures.items()}
     env_rate, update_rate = median["env_steps_per_s"], median["updates_per_s"]
@@ -556,9 +573,28 @@ def run_benchmark(args: argparse.Namespace) -> dict[str, Any]:
         ],
         "wall_s": time.perf_counter() - wall_start,
     }
+    if masked is not None:
+        result["masked_sparsity"] = args.masked
+        result["masked_loop_steps_per_s"] = median["masked_loop_steps_per_s"]
+        # Per-repeat pairs were timed back to back: the median of their ratios is the fairest.
+        pairs = zip(
+            figures["masked_loop_steps_per_s"].values,
+            figures["loop_steps_per_s"].values,
+            strict=True,
+        )
+        result["masking_overhead"] = 1.0 - float(np.median([m / d for m, d in pairs]))
     if profile is not None:
         result["profile"] = profile
     return result
+
+
+def masked_runner(config: TrainConfig, sparsity: float, directory: str) -> Runner | None:
+    """The same run under a static random encoder mask (None when ``sparsity`` is 0)."""
+    if sparsity <= 0:
+        return None
+    masked_config = copy.deepcopy(config)
+    apply_overrides(masked_config, {"sparsity.regime": "static", "sparsity.sparsity": sparsity})
+    return Runner(masked_config, Path(directory) / "masked", progress=False)
 
 
 # ---------------------------------------------------------------------------------- output
@@ -623,6 +659,11 @@ def format_report(result: dict[str, Any]) -> str:
     add("accounted_steps_per_s", "agent steps/s: + acting and sampling")
     add("ratio_to_accounted", "loop / accounted", 3)
     add("replay_bytes_per_transition", f"bytes ({result['replay_gb_per_million']:.2f} GB per 1M)")
+    if "masked_loop_steps_per_s" in result:
+        add(
+            "masked_loop_steps_per_s", f"agent steps/s, static {result['masked_sparsity']:.0%} mask"
+        )
+        add("masking_overhead", "1 - masked/dense loop (median of paired repeats)", 3)
     header = ("figure", "median", "min", "max", "unit")
     widths = [max(len(row[i]) for row in [header, *rows]) for i in range(4)]
     lines.append("")

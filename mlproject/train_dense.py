@@ -206,4 +206,8 @@ def _train(runner: Runner, scratch: Path) -> int:
         end_run_if_active("KILLED")
         return EXIT_PREEMPTED
     log_weights(runner.agent.weights_state_dict(), "final.pt", scratch)
+    k = runner.config.sparsity.imp_rewind_step
+    if k > 0 and runner.rewind_weights is not None:
+        # The late-rewinding point of a later find-mask --dense-run (Frankle et al. 2020).
+        log_weights(runner.rewind_weights, f"step_{k}.pt", scratch)
     return 0

@@ -226,11 +226,13 @@ class Runner:
         if state.get("config") != _jsonable(flatten(self.config)):
             raise CheckpointError(f"checkpoint {path} was written by a different configuration")
         try:
+            # The checkpoint's mask first: loading weights re-applies the agent's current mask,
+            # which must not be the fresh run's step-0 mask (SET/RigL have moved on since).
+            self.sparsity.load_state_dict(tensors["sparsity"])
             self.agent.load_state_dict(tensors["agent"])
         except (KeyError, RuntimeError, ValueError) as error:
             raise CheckpointError(f"checkpoint {path} does not fit this agent: {error}") from None
         torch.set_rng_state(tensors["torch_rng"])
-        self.sparsity.load_state_dict(tensors["sparsity"])
         self.rewind_weights = tensors["rewind"]
         self.episode_scores = state["episode_scores"]
         self.act_rng.bit_generator.state = state["act_rng"]

@@ -239,6 +239,27 @@ def test_state_dict_roundtrip_reproduces_updates(algo: str) -> None:
     assert same(params_of(trained.target_networks()), params_of(resumed.target_networks()))
 
 
+@pytest.mark.parametrize("algo", ALGOS)
+def test_load_state_dict_does_not_alias_the_checkpoint(algo: str) -> None:
+    """Torch's optimiser loader keeps fitting tensors as given: the agent must copy them."""
+    source = build(algo)
+    source.update(make_batch())
+    state = roundtrip(source.state_dict())
+    pristine = roundtrip(state)
+    first, second = build(algo, seed=1), build(algo, seed=2)
+    first.load_state_dict(state)
+    second.load_state_dict(state)
+    first.update(make_batch(seed=1))  # must move neither the checkpoint nor the other agent
+    for role, optimizer_state in pristine["optimizers"].items():
+        for index, moments in optimizer_state["state"].items():
+            for key, value in moments.items():
+                assert torch.equal(state["optimizers"][role]["state"][index][key], value), key
+    batch = make_batch(seed=2)
+    source_metrics, second_metrics = source.update(batch), second.update(batch)
+    for key, value in source_metrics.items():
+        assert torch.equal(second_metrics[key], value), key
+
+
 def test_state_dict_is_a_snapshot_not_an_alias() -> None:
     agent = build("ddqn")
     state = agent.state_dict()

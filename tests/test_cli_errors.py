@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import mlflow
 import pytest
+import torch
 
 from mlproject.cli import main
 from tests.conftest import run_cli, tiny_finished_run
@@ -59,11 +60,44 @@ def test_unreadable_checkpoint(tracking, tmp_path):
 
 def test_incompatible_checkpoint(tracking, tmp_path):
     """A checkpoint whose weights do not fit the run's architecture names the parameter."""
-    import torch
-
     run = tiny_finished_run()
     for path in (tmp_path / "ckpt" / run.info.run_id).glob("step_*/state.pt"):
         state = torch.load(path, weights_only=True)
         state["agent"]["networks"]["q"]["head.weight"] = torch.zeros(3, 512)
         torch.save(state, path)
     _assert_clean_failure(["train-dense", "--resume", run.info.run_id], "head.weight")
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["--method", "snip"], "unknown method 'snip'"),
+        (["--sparsities", "0.6,abc"], "sparsities must be comma-separated numbers"),
+        (["--sparsities", "0.6,1.5"], "sparsities must be in (0, 1)"),
+        (["--allocation", "random"], "unknown allocation 'random'"),
+        (["--scope", "head"], "unknown sparsity scope 'head'"),
+        (["--dense-run", "runs:/0123456789abcdef"], "no MLflow run with id"),
+        (
+            ["--method", "random", "--template", "runs:/0123456789abcdef/sparsity_0.60/mask.pt"],
+            "cannot be downloaded",
+        ),
+    ],
+)
+def test_find_mask_bad_input(tracking, capsys, args, message):
+    _assert_clean_failure(["find-mask", "--preset", "smoke", *args], message, capsys)
+
+
+def test_template_from_another_architecture_names_the_parameter(tracking, tmp_path, capsys):
+    """A MinAtar mask cannot shape an Atari network: the error names the offending layer."""
+    from sparse_ticket.sparsity.masks import save_mask
+
+    with mlflow.start_run() as run:
+        path = tmp_path / "mask.pt"
+        save_mask({"q.encoder.conv1.weight": torch.ones(16, 10, 3, 3, dtype=torch.bool)}, path)
+        mlflow.log_artifact(str(path), "sparsity_0.60")
+    uri = f"runs:/{run.info.run_id}/sparsity_0.60/mask.pt"
+    _assert_clean_failure(
+        ["find-mask", "--method", "random", "--game", "pong", "--template", uri],
+        "'q.encoder.conv1.weight' has shape (16, 10, 3, 3)",
+        capsys,
+    )

@@ -119,3 +119,50 @@ def test_random_control_matches_template_density(tracking):
     assert sparsity_report(control) == sparsity_report(template)
     assert content_hash(control) != content_hash(template)
     assert sidecar["method"] == "random"
+
+
+def test_imp_from_a_dense_run_rewinds_to_its_init(tracking):
+    quick = "learning_starts=100 eval_every=0"
+    run_cli(
+        "train-dense",
+        "--game",
+        "breakout",
+        "--preset",
+        "minatar-smoke",
+        "--total-steps",
+        "300",
+        "--overrides",
+        quick,
+    )
+    dense = mlflow.search_runs(search_all_experiments=True, output_format="list")[0]
+    run_cli(
+        "find-mask",
+        "--method",
+        "imp",
+        "--game",
+        "breakout",
+        "--preset",
+        "minatar-smoke",
+        "--sparsities",
+        "0.5",
+        "--total-steps",
+        "300",
+        "--dense-run",
+        f"runs:/{dense.info.run_id}",
+        "--overrides",
+        f"{quick} imp_prune_fraction=0.5",
+    )
+    parent = _parent("imp")
+    assert len(_children(parent.info.run_id)) == 1  # the dense round was the train-dense run
+    mask, _ = load_mask_uri(f"runs:/{parent.info.run_id}/sparsity_0.50/mask.pt")
+    init = torch.load(
+        mlflow.artifacts.download_artifacts(f"runs:/{dense.info.run_id}/checkpoints/init.pt"),
+        weights_only=True,
+    )
+    ticket = torch.load(
+        mlflow.artifacts.download_artifacts(f"runs:/{parent.info.run_id}/sparsity_0.50/ticket.pt"),
+        weights_only=True,
+    )
+    for name, keep in mask.items():
+        role, param = name.split(".", 1)
+        assert torch.equal(ticket[role][param], init[role][param] * keep)

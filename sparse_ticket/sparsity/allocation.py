@@ -179,7 +179,7 @@ def magnitude_prune(
         s = scores[name].detach().to(m.device).abs().reshape(-1)
         if torch.isnan(s).any():
             raise MaskError(f"score of {name!r} contains NaN")
-        ranked[name] = torch.where(m.reshape(-1), s, torch.full_like(s, -math.inf))
+        ranked[name] = torch.where(m.reshape(-1).bool(), s, torch.full_like(s, -math.inf))
 
     new_mask: Mask = {}
     if allocation == "global":

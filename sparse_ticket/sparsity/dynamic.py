@@ -65,8 +65,9 @@ def _drop_and_grow(
             magnitude = torch.where(before, magnitude, torch.full_like(magnitude, math.inf))
             after[torch.sort(magnitude, stable=True).indices[:n]] = False
             # Grow among positions inactive BEFORE the update, so a weight just dropped for being
-            # small is not revived at once; with fewer than n such positions (a dense layer), any
-            # position inactive after the drop will do, so the active count stays exact.
+            # small is not revived at once; with fewer than n such positions (a nearly dense
+            # layer), any position inactive after the drop will do, so the active count stays
+            # exact. That fallback is the candidate set of the original SET and RigL code.
             candidates = ~before
             if int(torch.count_nonzero(candidates).item()) < n:
                 candidates = ~after

@@ -105,7 +105,7 @@ def dense_mask(named_params: Mapping[str, torch.Tensor], names: Iterable[str]) -
 
 def mask_multipliers(
     mask: Mapping[str, torch.Tensor], named_params: Mapping[str, torch.Tensor]
-) -> Mask:
+) -> dict[str, torch.Tensor]:
     """The mask converted once to each parameter's dtype and device, for :func:`apply_mask_`.
 
     ``torch._foreach_mul_`` with a bool operand goes through type promotion and is about 5x slower
