@@ -55,6 +55,7 @@ from sparse_ticket.sparsity.masks import (
     check_compatible,
     content_hash,
     load_mask,
+    overlap,
     save_mask,
     sparsity_report,
 )
@@ -180,6 +181,7 @@ class MlflowRounds:
         self.scratch = scratch
         self.rounds: dict[int, str] = {}
         self.summary: list[dict[str, Any]] = []
+        self.previous_mask: dict[str, torch.Tensor] | None = None
 
     @contextmanager
     def round(self, index: int, sparsity: float) -> Iterator[MlflowSink]:
@@ -244,10 +246,16 @@ class MlflowRounds:
             "final_eval_mean": float(np.mean(final)) if final else None,
             "final_eval_iqm": interquartile_mean(np.asarray(final)) if final else None,
         }
+        if self.previous_mask is not None:
+            # How much of the previous level's subnetwork survives (Jaccard of kept sets).
+            row["overlap_previous_level"] = overlap(ticket.mask, self.previous_mask)["overall"]
+        self.previous_mask = ticket.mask
         self.summary.append(row)
         mlflow.log_dict(self.summary, "tickets.json")
         step = round(ticket.sparsity * 1000)
         mlflow.log_metrics({"ticket/sparsity": row["sparsity"]}, step=step)
+        if "overlap_previous_level" in row:
+            mlflow.log_metric("ticket/overlap_previous_level", row["overlap_previous_level"], step)
         if final:
             mlflow.log_metrics(
                 {
