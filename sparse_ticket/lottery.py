@@ -127,6 +127,22 @@ def _train(
     return runner
 
 
+def _report(
+    hooks: RoundHooks, runner: Runner, sparsity: float, ticket_weights: Weights, index: int
+) -> Ticket:
+    """The ticket a finished round trained under its mask, handed to the hooks."""
+    ticket = Ticket(
+        sparsity,
+        runner.sparsity.mask,
+        ticket_weights,
+        runner.agent.weights_state_dict(),
+        index,
+        runner.eval_history,
+    )
+    hooks.on_ticket(ticket)
+    return ticket
+
+
 def find_imp_tickets(
     config: TrainConfig,
     levels: Sequence[float],
@@ -167,9 +183,7 @@ def find_imp_tickets(
             )
         trained = runner.agent.weights_state_dict()
         if round(sparsity, 6) in wanted:
-            ticket = Ticket(sparsity, mask, ticket_weights, trained, index, runner.eval_history)
-            hooks.on_ticket(ticket)
-            tickets.append(ticket)
+            tickets.append(_report(hooks, runner, sparsity, ticket_weights, index))
     return tickets
 
 
@@ -190,18 +204,10 @@ def find_gmp_tickets(
                 sink,
                 initial_weights=dense.trained_weights if dense else None,
             )
-        mask = runner.sparsity.mask
         rewind = dense.rewind_weights if dense else runner.rewind_weights
-        ticket = Ticket(
-            sparsity,
-            mask,
-            masked(rewind, mask),
-            runner.agent.weights_state_dict(),
-            index,
-            runner.eval_history,
+        tickets.append(
+            _report(hooks, runner, sparsity, masked(rewind, runner.sparsity.mask), index)
         )
-        hooks.on_ticket(ticket)
-        tickets.append(ticket)
     return tickets
 
 
@@ -233,16 +239,7 @@ def find_random_tickets(
                 args["initial_weights"] = masked(template_weights, mask)
         with hooks.round(index, sparsity) as sink:
             runner = _train(round_config, directory / f"random_{index}", sink, **args)
-        ticket = Ticket(
-            sparsity,
-            runner.sparsity.mask,
-            runner.rewind_weights,
-            runner.agent.weights_state_dict(),
-            index,
-            runner.eval_history,
-        )
-        hooks.on_ticket(ticket)
-        tickets.append(ticket)
+        tickets.append(_report(hooks, runner, sparsity, runner.rewind_weights, index))
     return tickets
 
 

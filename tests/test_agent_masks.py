@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import copy
 import io
-from typing import Any, NamedTuple
+from typing import Any
 
 import pytest
 import torch
@@ -16,18 +16,7 @@ import torch
 from sparse_ticket.agents import Agent, make_agent
 from sparse_ticket.agents.base import ADAM_MOMENTS
 from sparse_ticket.config import AgentConfig
-
-try:
-    from sparse_ticket.replay import ReplayBatch
-except ImportError:  # the replay module is written in parallel; same fields, same order
-
-    class ReplayBatch(NamedTuple):  # type: ignore[no-redef]
-        obs: torch.Tensor
-        actions: torch.Tensor
-        rewards: torch.Tensor
-        next_obs: torch.Tensor
-        terminals: torch.Tensor
-
+from sparse_ticket.replay import ReplayBatch
 
 ALGOS = ("ddqn", "dqv", "dqv-max")
 MINATAR = (10, 10, 10)

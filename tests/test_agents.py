@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import io
-from typing import Any, NamedTuple
+from typing import Any
 
 import numpy as np
 import pytest
@@ -12,18 +12,7 @@ import torch
 from sparse_ticket.agents import DDQN, DQV, Agent, DQVMax, make_agent
 from sparse_ticket.agents.targets import td_loss
 from sparse_ticket.config import AgentConfig
-
-try:
-    from sparse_ticket.replay import ReplayBatch
-except ImportError:  # the replay module is written in parallel; same fields, same order
-
-    class ReplayBatch(NamedTuple):  # type: ignore[no-redef]
-        obs: torch.Tensor
-        actions: torch.Tensor
-        rewards: torch.Tensor
-        next_obs: torch.Tensor
-        terminals: torch.Tensor
-
+from sparse_ticket.replay import ReplayBatch
 
 ALGOS = ("ddqn", "dqv", "dqv-max")
 MINATAR = (10, 10, 10)
