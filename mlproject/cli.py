@@ -13,6 +13,7 @@ from mlproject.find_mask import FindMaskRequest, find_mask
 from mlproject.presets import preset_names
 from mlproject.tracking import end_run_if_active
 from mlproject.train_dense import TrainRequest, train_dense
+from mlproject.transfer import TransferRequest, transfer
 
 
 @click.group()
@@ -78,6 +79,31 @@ def train_dense_command(**params: str) -> None:
 def find_mask_command(**params: str) -> None:
     """Find masks (and tickets) on a source game at each requested sparsity."""
     sys.exit(find_mask(FindMaskRequest(**params)))
+
+
+@cli.command("transfer")
+@click.option("--mask", default="", help="runs:/<find-mask run>/sparsity_<s>/mask.pt to transfer.")
+@click.option("--weights", default="ticket", show_default=True, help="ticket, trained or reinit.")
+@click.option("--game", default="pong", show_default=True, help="The target game.")
+@click.option("--algo", default="ddqn", show_default=True, help="ddqn, dqv or dqv-max.")
+@click.option("--adapt", default="none", show_default=True, help="none, gmp, set or rigl.")
+@click.option("--final-sparsity", default="", help="adapt=gmp: the sparsity to prune on to.")
+@click.option(
+    "--baseline",
+    default="",
+    help="Instead of a transfer: dense, gmp, set, rigl or random on the target alone.",
+)
+@click.option("--seed", default="0", show_default=True, help="Non-negative integer seed.")
+@click.option("--total-steps", default="", help="Agent steps (default: the preset's).")
+@click.option(
+    "--preset", default="default", show_default=True, help=f"One of: {', '.join(preset_names())}."
+)
+@click.option("--overrides", default="", help="Config overrides.")
+@click.option("--resume", default="", help="Run id to continue from its last complete checkpoint.")
+@click.option("--checkpoint-dir", default="", help="Root of local checkpoints.")
+def transfer_command(**params: str) -> None:
+    """Transfer a sparse encoder to a target game (or run a baseline there)."""
+    sys.exit(transfer(TransferRequest(**params)))
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -90,9 +90,16 @@ def environment_record() -> dict[str, Any]:
 
 
 def log_provenance(config_flat: dict[str, Any], tags: dict[str, str]) -> None:
-    """Log the full config as params, and versions/commit as tags and artifacts."""
+    """Log the full config as params, and versions/commit as tags and artifacts.
+
+    ``mlflow run`` has already logged the MLproject parameters; a config key of the same name
+    (``game``, ``seed``) keeps that value in the params (MLflow refuses to change a param), and
+    ``config.json`` holds the canonical one.
+    """
     record = environment_record()
-    mlflow.log_params(config_flat)
+    run = mlflow.active_run()
+    existing = mlflow.MlflowClient().get_run(run.info.run_id).data.params if run else {}
+    mlflow.log_params({k: v for k, v in config_flat.items() if k not in existing})
     mlflow.set_tags(
         {
             **tags,

@@ -7,6 +7,7 @@ run's params, restores the newest complete checkpoint and continues logging into
 
 from __future__ import annotations
 
+import json
 import os
 import sys
 import tempfile
@@ -39,6 +40,7 @@ from sparse_ticket.runner import Runner
 
 CHECKPOINT_ENV = "SPARSE_TICKET_CHECKPOINT_DIR"
 ENTRY_POINT = "train-dense"
+RESUMABLE = ("train-dense", "transfer")  # single-run entry points that resume from checkpoints
 
 
 @dataclass
@@ -97,17 +99,26 @@ def run_checkpoint_dir(request: TrainRequest, run_id: str) -> Path:
 
 
 def run_config(run_id: str) -> TrainConfig:
-    """The config a run was started with, from its logged params."""
+    """The config a run was started with, from its ``config.json`` artifact.
+
+    Not from the params: ``mlflow run`` also logs the MLproject parameters as params, in the
+    user's spelling (``game=Pong``), beside the canonical config values.
+    """
     try:
         run = mlflow.MlflowClient().get_run(run_id)
     except mlflow.exceptions.MlflowException:
         raise InputError(
             f"no MLflow run with id {run_id!r} in {mlflow.get_tracking_uri()}"
         ) from None
-    if run.data.tags.get("sparse_ticket.entry_point") != ENTRY_POINT:
-        raise InputError(f"run {run_id} is not a {ENTRY_POINT} run")
+    if run.data.tags.get("sparse_ticket.entry_point") not in RESUMABLE:
+        raise InputError(f"run {run_id} is not a {' or '.join(RESUMABLE)} run")
     try:
-        return from_flat(run.data.params)
+        path = mlflow.artifacts.download_artifacts(
+            run_id=run_id, artifact_path="config.json", dst_path=tempfile.mkdtemp()
+        )
+        return from_flat(json.loads(Path(path).read_text()))
+    except (mlflow.exceptions.MlflowException, OSError, ValueError) as error:
+        raise InputError(f"run {run_id} has no readable config.json: {error}") from None
     except ConfigError as error:
         raise InputError(f"run {run_id} has an unusable config: {error}") from None
 
@@ -142,7 +153,7 @@ def resumable_run(request: TrainRequest) -> str | None:
     run_id = os.environ.get("MLFLOW_RUN_ID")
     if run_id:
         tags = mlflow.MlflowClient().get_run(run_id).data.tags
-        if tags.get("sparse_ticket.entry_point") == ENTRY_POINT:  # it has trained before
+        if tags.get("sparse_ticket.entry_point") in RESUMABLE:  # it has trained before
             return run_id
     return None
 
@@ -151,7 +162,7 @@ def train_dense(request: TrainRequest) -> int:
     """Run the entry point; returns the process exit code."""
     run_id = resumable_run(request)
     if run_id:
-        return _resume(request, run_id)
+        return resume(request, run_id)
     config = build_config(request)
     with mlflow.start_run() as run:
         directory = checkpoint_root(request) / run.info.run_id
@@ -160,10 +171,11 @@ def train_dense(request: TrainRequest) -> int:
         runner = Runner(config, directory, MlflowSink(run.info.run_id))
         scratch = Path(tempfile.mkdtemp())
         log_weights(runner.initial_weights(), "init.pt", scratch)
-        return _train(runner, scratch)
+        return train_in_active_run(runner, scratch)
 
 
-def _resume(request: TrainRequest, run_id: str) -> int:
+def resume(request: TrainRequest, run_id: str) -> int:
+    """Continue a run of ``RESUMABLE`` from its newest complete checkpoint."""
     config = run_config(run_id)
     directory = run_checkpoint_dir(request, run_id)
     path = fetch_checkpoint(run_id, directory)
@@ -181,14 +193,14 @@ def _resume(request: TrainRequest, run_id: str) -> int:
         return 0
     print(f"{ENTRY_POINT}: resuming run {run_id} at step {step}", file=sys.stderr)
     with mlflow.start_run(run_id=run_id):
-        return _train(runner, Path(tempfile.mkdtemp()))
+        return train_in_active_run(runner, Path(tempfile.mkdtemp()))
 
 
 def _status(run_id: str) -> str:
     return mlflow.MlflowClient().get_run(run_id).info.status
 
 
-def _train(runner: Runner, scratch: Path) -> int:
+def train_in_active_run(runner: Runner, scratch: Path) -> int:
     """Train inside the active run and close it with the right status."""
     try:
         outcome = runner.train()

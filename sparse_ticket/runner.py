@@ -101,6 +101,20 @@ def evaluate(
     return np.array([score for per_env in scores for score in per_env], dtype=np.float64)
 
 
+def merge_weights(agent: Any, partial: Mapping[str, Mapping[str, Any]]) -> dict[str, Any]:
+    """The agent's own weights with every tensor ``partial`` names replaced.
+
+    A transfer passes only encoder tensors: the value head keeps the target's fresh init
+    (Sabatelli & Geurts 2021 re-initialise it for the target's action set).
+    """
+    merged = agent.weights_state_dict()
+    for role, tensors in partial.items():
+        if role not in merged:
+            raise ValueError(f"weights for role {role!r}, the agent has {sorted(merged)}")
+        merged[role].update(tensors)
+    return merged
+
+
 def probe_parameters(config: TrainConfig) -> dict[str, torch.Tensor]:
     """The agent parameters (flat ``role.param`` names) a run of ``config`` would train.
 
@@ -171,7 +185,7 @@ class Runner:
         self.device = torch.device(run.device)
         self.agent = make_agent(config.agent, self.env.obs_shape, self.env.num_actions, self.device)
         if initial_weights is not None:
-            self.agent.load_weights_state_dict(initial_weights)
+            self.agent.load_weights_state_dict(merge_weights(self.agent, initial_weights))
         self.sparsity = SparsityController(
             config.sparsity,
             run.total_steps,

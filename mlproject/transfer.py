@@ -1,0 +1,200 @@
+"""The ``transfer`` entry point: a sparse encoder from a source game, adapted on a target game.
+
+``--mask runs:/<find-mask run>/sparsity_0.80/mask.pt`` names the subnetwork; ``--weights``
+chooses what fills it (``ticket``: the source's rewound weights, ``trained``: the source's
+weights after training under the mask, ``reinit``: a fresh init under the mask); the value head
+is always re-initialised for the target's actions. ``--adapt`` is what happens to the mask on
+the target: ``none`` (static), ``gmp`` (prune on to ``--final-sparsity``), ``set`` or ``rigl``.
+
+Baselines (``--baseline``) run through the same entry point and are tagged the same way:
+``dense`` from scratch on the target, and sparse only on the target at the mask's sparsity
+(or ``--final-sparsity`` without a mask): ``gmp``, ``set``, ``rigl``, or ``random`` (a random mask
+with the given mask's per-layer densities, from a fresh init).
+
+Lineage tags (``sparse_ticket.*``) let ``mlflow.search_runs`` and the UI slice the grid:
+``condition``, ``source_run_id``, ``source_game``, ``target_game``, ``mask_method``,
+``sparsity``, ``weights``, ``adapt``, ``baseline``.
+"""
+
+from __future__ import annotations
+
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import mlflow
+import torch
+
+from mlproject.errors import InputError
+from mlproject.find_mask import download, load_mask_uri, run_id_of
+from mlproject.tracking import MlflowSink, log_provenance, log_weights
+from mlproject.train_dense import (
+    CHECKPOINT_TAG,
+    TrainRequest,
+    build_config,
+    checkpoint_root,
+    resumable_run,
+    resume,
+    train_in_active_run,
+)
+from sparse_ticket.checkpoint import CheckpointError, load_weights
+from sparse_ticket.config import TrainConfig, flatten
+from sparse_ticket.runner import Runner, probe_parameters
+from sparse_ticket.sparsity.allocation import random_like
+from sparse_ticket.sparsity.masks import MaskError, check_compatible, sparsity_report
+from sparse_ticket.transfer import (
+    ADAPT_REGIMES,
+    WEIGHT_MODES,
+    adapt_config,
+    encoder_mask,
+    encoder_weights,
+)
+
+ENTRY_POINT = "transfer"
+BASELINES = ("dense", "gmp", "set", "rigl", "random")
+TAG = "sparse_ticket."
+
+
+@dataclass
+class TransferRequest(TrainRequest):
+    """``train-dense``'s parameters plus the transfer ones (strings, validated here)."""
+
+    mask: str = ""
+    weights: str = "ticket"
+    adapt: str = "none"
+    final_sparsity: str = ""
+    baseline: str = ""
+
+
+@dataclass
+class Plan:
+    """Everything a transfer or baseline run starts from, validated before any run opens."""
+
+    config: TrainConfig
+    tags: dict[str, str]
+    initial_mask: dict[str, torch.Tensor] | None = None
+    initial_weights: dict[str, Any] | None = None
+
+
+def _final_sparsity(request: TransferRequest) -> float | None:
+    text = request.final_sparsity.strip()
+    if not text:
+        return None
+    try:
+        value = float(text)
+    except ValueError:
+        raise InputError(f"final_sparsity must be a number, got {text!r}") from None
+    if not 0.0 < value < 1.0:
+        raise InputError(f"final_sparsity must be in (0, 1), got {value}")
+    return value
+
+
+def _source(request: TransferRequest, config: TrainConfig) -> tuple[dict, dict]:
+    """The transferred (encoder) mask and the mask's sidecar, checked against the target."""
+    mask, sidecar = load_mask_uri(request.mask)
+    mask = encoder_mask(mask)
+    if not mask:
+        raise InputError(f"mask {request.mask!r} has no encoder layers to transfer")
+    try:
+        check_compatible(mask, probe_parameters(config))
+    except MaskError as error:
+        raise InputError(f"mask does not fit this architecture: {error}") from None
+    return mask, sidecar
+
+
+def _source_weights(request: TransferRequest, mask_uri: str) -> dict[str, Any] | None:
+    if request.weights == "reinit":
+        return None
+    uri = mask_uri.rsplit("/", 1)[0] + f"/{request.weights}.pt"
+    try:
+        return encoder_weights(load_weights(download(uri, f"{request.weights} weights")))
+    except CheckpointError as error:
+        raise InputError(str(error)) from None
+
+
+def _lineage(config: TrainConfig, sidecar: dict, request: TransferRequest) -> dict[str, str]:
+    return {
+        f"{TAG}entry_point": ENTRY_POINT,
+        f"{TAG}target_game": config.game,
+        f"{TAG}algo": config.agent.algo,
+        f"{TAG}source_run_id": str(sidecar.get("source_run_id", "")),
+        f"{TAG}source_game": str(sidecar.get("source_game", "")),
+        f"{TAG}mask_method": str(sidecar.get("method", "")),
+        f"{TAG}mask_uri": request.mask,
+        f"{TAG}weights": request.weights,
+        f"{TAG}adapt": request.adapt,
+        f"{TAG}baseline": request.baseline,
+    }
+
+
+def plan_transfer(request: TransferRequest) -> Plan:
+    """Validate a transfer (or baseline) request completely; nothing is logged yet."""
+    config = build_config(request)
+    final = _final_sparsity(request)
+    if request.baseline:
+        return _plan_baseline(request, config, final)
+    if not request.mask.strip():
+        raise InputError("transfer needs --mask runs:/<find-mask run>/sparsity_<s>/mask.pt")
+    if request.weights not in WEIGHT_MODES:
+        raise InputError(f"unknown weights {request.weights!r} ({', '.join(WEIGHT_MODES)})")
+    if request.adapt not in ADAPT_REGIMES:
+        raise InputError(f"unknown adapt regime {request.adapt!r} ({', '.join(ADAPT_REGIMES)})")
+    run_id_of(request.mask, "mask")
+    mask, sidecar = _source(request, config)
+    try:
+        adapt_config(config.sparsity, request.adapt, mask, final)
+    except ValueError as error:
+        raise InputError(str(error)) from None
+    tags = _lineage(config, sidecar, request)
+    tags[f"{TAG}condition"] = "transfer"
+    tags[f"{TAG}sparsity"] = f"{sparsity_report(mask)['overall']:.6g}"
+    return Plan(config, tags, mask, _source_weights(request, request.mask))
+
+
+def _plan_baseline(request: TransferRequest, config: TrainConfig, final: float | None) -> Plan:
+    """Dense from scratch, or sparse on the target alone at the mask's (or the given) level."""
+    if request.baseline not in BASELINES:
+        raise InputError(f"unknown baseline {request.baseline!r} ({', '.join(BASELINES)})")
+    mask, sidecar = (None, {})
+    if request.mask.strip():
+        mask, sidecar = _source(request, config)
+    level = sparsity_report(mask)["overall"] if mask else final
+    if request.baseline != "dense" and level is None:
+        raise InputError(f"baseline {request.baseline} needs --mask or --final-sparsity")
+    request.weights, request.adapt = "reinit", request.baseline
+    tags = _lineage(config, sidecar, request)
+    tags[f"{TAG}condition"] = f"baseline-{request.baseline}"
+    tags[f"{TAG}sparsity"] = "0" if request.baseline == "dense" else f"{level:.6g}"
+    plan = Plan(config, tags)
+    if request.baseline == "dense":
+        config.sparsity.regime = "dense"
+    elif request.baseline == "random":
+        config.sparsity.regime, config.sparsity.sparsity = "static", level
+        if mask is not None:
+            generator = torch.Generator().manual_seed(config.seed)
+            plan.initial_mask = random_like(mask, generator)
+    else:
+        config.sparsity.regime, config.sparsity.sparsity = request.baseline, level
+    return plan
+
+
+def transfer(request: TransferRequest) -> int:
+    """Run the entry point; returns the process exit code."""
+    run_id = resumable_run(request)
+    if run_id:
+        return resume(request, run_id)
+    plan = plan_transfer(request)
+    with mlflow.start_run() as run:
+        directory = checkpoint_root(request) / run.info.run_id
+        log_provenance(flatten(plan.config), {**plan.tags, CHECKPOINT_TAG: str(directory)})
+        runner = Runner(
+            plan.config,
+            directory,
+            MlflowSink(run.info.run_id),
+            initial_weights=plan.initial_weights,
+            initial_mask=plan.initial_mask,
+        )
+        scratch = Path(tempfile.mkdtemp())
+        log_weights(runner.initial_weights(), "init.pt", scratch)
+        return train_in_active_run(runner, scratch)

@@ -1,0 +1,58 @@
+"""Transfer of a sparse encoder to a target game (Sabatelli & Geurts 2021).
+
+The encoder (its weights and its mask) comes from the source; the value head is re-initialised
+for the target's action set, whose size differs between games. The pieces here are pure
+functions on masks and ``{role: state_dict}`` weights; the runner does the rest through its
+``initial_weights`` (partial: encoder tensors only) and ``initial_mask`` arguments.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+
+import torch
+
+from sparse_ticket.config import SparsityConfig
+from sparse_ticket.sparsity.masks import Mask, sparsity_report
+
+ADAPT_REGIMES = {"none": "static", "gmp": "gmp", "set": "set", "rigl": "rigl"}
+WEIGHT_MODES = ("ticket", "trained", "reinit")
+
+
+def is_encoder(name: str) -> bool:
+    """``"q.encoder.conv1.weight"`` -> True; heads (``"q.head.weight"``) -> False."""
+    parts = name.split(".")
+    return len(parts) > 2 and parts[1] == "encoder"
+
+
+def encoder_mask(mask: Mapping[str, torch.Tensor]) -> Mask:
+    """The encoder entries of a mask: a head mask cannot follow a head that is re-initialised."""
+    return {name: keep for name, keep in mask.items() if is_encoder(name)}
+
+
+def encoder_weights(weights: Mapping[str, Mapping[str, torch.Tensor]]) -> dict:
+    """``{role: {encoder.*: tensor}}``: what a transfer carries over from the source."""
+    return {
+        role: {name: t for name, t in sd.items() if name.startswith("encoder.")}
+        for role, sd in weights.items()
+    }
+
+
+def adapt_config(sparsity: SparsityConfig, adapt: str, mask: Mask, final: float | None) -> None:
+    """Set the target run's sparsity regime for ``adapt`` (in place).
+
+    ``none`` keeps the transferred mask fixed; ``gmp`` prunes further from the mask's sparsity
+    to ``final`` (Zhu & Gupta 2017); ``set``/``rigl`` rewire at the mask's sparsity.
+    """
+    if adapt not in ADAPT_REGIMES:
+        raise ValueError(f"unknown adapt regime {adapt!r} ({', '.join(ADAPT_REGIMES)})")
+    level = sparsity_report(mask)["overall"]
+    sparsity.regime = ADAPT_REGIMES[adapt]
+    if adapt == "gmp":
+        if final is None or final < level - 1e-9:
+            raise ValueError(
+                f"final_sparsity {final} is below the transferred mask's sparsity {level:.4f}"
+            )
+        sparsity.sparsity = final
+    else:
+        sparsity.sparsity = level
