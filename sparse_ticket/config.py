@@ -113,6 +113,10 @@ class RunConfig:
     """Include the replay buffer in checkpoints (needed for an exact resume; ~7 GB at 1M)."""
     keep_checkpoints: int = 1
     """Complete checkpoints kept on disk (older ones are deleted once a newer one is complete)."""
+    plasticity_every: int = 50_000
+    """Agent steps between plasticity measurements on a fixed probe batch (0 disables)."""
+    plasticity_probe_size: int = 512
+    """States in the probe batch, drawn once from the replay at the first measurement."""
     device: str = "cpu"
     """Torch device (``cpu``, ``cuda``, ``cuda:1``)."""
     torch_threads: int = 0
@@ -276,6 +280,8 @@ def validate(config: TrainConfig) -> None:
         (config.run.learning_starts >= 0, "run.learning_starts must be >= 0"),
         (config.run.eval_every >= 0, "run.eval_every must be >= 0"),
         (config.run.checkpoint_every >= 0, "run.checkpoint_every must be >= 0"),
+        (config.run.plasticity_every >= 0, "run.plasticity_every must be >= 0"),
+        (config.run.plasticity_probe_size > 0, "run.plasticity_probe_size must be positive"),
         (config.run.keep_checkpoints >= 1, "run.keep_checkpoints must be >= 1"),
         (config.agent.lr > 0, "agent.lr must be positive"),
         (0.0 <= config.agent.gamma <= 1.0, "agent.gamma must be in [0, 1]"),

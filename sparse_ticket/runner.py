@@ -31,6 +31,7 @@ from sparse_ticket.agents import make_agent
 from sparse_ticket.checkpoint import CheckpointError, CheckpointManager, load_checkpoint
 from sparse_ticket.config import TrainConfig, flatten
 from sparse_ticket.envs import EpisodicVecEnv, make_env
+from sparse_ticket.metrics.plasticity import PlasticityProbe
 from sparse_ticket.replay import FrameReplay
 from sparse_ticket.schedules import crossed, linear_schedule
 from sparse_ticket.sparsity.controller import SparsityController
@@ -198,6 +199,7 @@ class Runner:
             self.agent.weights_state_dict() if config.sparsity.imp_rewind_step == 0 else None
         )
         self.early_stop = early_stop
+        self.probe: PlasticityProbe | None = None
         self.episode_scores: list[float] = []
         self.replay = FrameReplay(
             run.replay_capacity,
@@ -248,6 +250,8 @@ class Runner:
             raise CheckpointError(f"checkpoint {path} does not fit this agent: {error}") from None
         torch.set_rng_state(tensors["torch_rng"])
         self.rewind_weights = tensors["rewind"]
+        if tensors.get("probe") is not None:
+            self.probe = PlasticityProbe.from_state_dict(tensors["probe"])
         self.episode_scores = state["episode_scores"]
         self.act_rng.bit_generator.state = state["act_rng"]
         self.step, self.updates = state["step"], state["updates"]
@@ -278,6 +282,7 @@ class Runner:
             "torch_rng": torch.get_rng_state(),
             "sparsity": self.sparsity.state_dict(),
             "rewind": self.rewind_weights,
+            "probe": self.probe.state_dict() if self.probe is not None else None,
         }
         state = {
             "step": self.step,
@@ -374,11 +379,23 @@ class Runner:
             self.agent.sync_target()
         if crossed(previous, self.step, run.eval_every):
             self._evaluate()
+        if crossed(previous, self.step, run.plasticity_every) and len(self.replay) > 0:
+            self._measure_plasticity()
         if crossed(previous, self.step, run.log_every):
             self._flush()
         if crossed(previous, self.step, run.checkpoint_every) and self.step < run.total_steps:
             self._flush()
             self.save_checkpoint()
+
+    def _measure_plasticity(self) -> None:
+        """Dormant units, feature rank, norms and Q statistics on the fixed probe batch."""
+        if self.probe is None:
+            # Drawn once and then kept (and checkpointed), so measurements compare over time.
+            rng = np.random.default_rng(derive_seed(self.config.seed, "probe"))
+            batch = self.replay.sample(self.config.run.plasticity_probe_size, rng)
+            self.probe = PlasticityProbe(batch)
+        for key, value in self.probe.measure(self.agent).items():
+            self._pending.append((f"plasticity/{key}", value, self.step))
 
     def _sample(self) -> Any:
         return self.replay.sample(self.config.agent.batch_size)

@@ -145,3 +145,27 @@ def test_resume_mid_set_run_is_exact(tmp_path):
     for name, tensor in full.agent.named_parameters().items():
         assert torch.equal(tensor, resumed.agent.named_parameters()[name]), name
     assert all(torch.equal(full.sparsity.mask[n], m) for n, m in resumed.sparsity.mask.items())
+
+
+def test_plasticity_is_logged_and_never_perturbs_training(tmp_path):
+    measured, sink = train(config(**{"run.plasticity_every": 250}), tmp_path / "a")
+    plain, _ = train(config(**{"run.plasticity_every": 0}), tmp_path / "b")
+    keys = {name for name, _, _ in sink.metrics if name.startswith("plasticity/")}
+    for key in (
+        "q/dormant/overall/tau_0",
+        "q/dormant/overall/tau_0.1",
+        "q/srank",
+        "q/param_norm",
+        "q/grad_norm",
+        "q/q_mean",
+        "q/q_var",
+    ):
+        assert f"plasticity/{key}" in keys, key
+    assert [step for step, _ in sink.series("plasticity/q/srank")] == [
+        252,
+        500,
+        752,
+        1000,
+    ]  # 4 envs: first step past each boundary
+    for name, tensor in measured.agent.named_parameters().items():
+        assert torch.equal(tensor, plain.agent.named_parameters()[name]), name

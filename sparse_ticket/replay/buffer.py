@@ -272,8 +272,11 @@ class FrameReplay:
 
     # ------------------------------------------------------------------ sampling
 
-    def sample(self, batch_size: int) -> ReplayBatch:
+    def sample(self, batch_size: int, rng: np.random.Generator | None = None) -> ReplayBatch:
         """Draw ``batch_size`` transitions uniformly (with replacement) from the valid ones.
+
+        ``rng`` draws instead of the buffer's own generator, so a measurement (a plasticity
+        probe) can sample without moving the training stream.
 
         Returns:
             A :class:`ReplayBatch`; its ``obs`` and ``next_obs`` are views of a scratch buffer
@@ -286,7 +289,7 @@ class FrameReplay:
             raise ValueError(f"batch_size must be >= 1, got {batch_size}")
         if len(self) < 1:
             raise ValueError("cannot sample: the replay buffer holds no complete transition yet")
-        envs, positions = self._draw(batch_size)
+        envs, positions = self._draw(batch_size, rng or self._rng)
         scratch = self._get_scratch(batch_size)
         window_idx = envs[:, None] * self._cap + (positions[:, None] + self._offsets) % self._cap
         # mode="clip" because mode="raise" (the default) buffers `out`; indices are in range.
@@ -301,7 +304,7 @@ class FrameReplay:
             terminals=torch.from_numpy(self._terminals_flat[start].astype(np.float32)),
         )
 
-    def _draw(self, batch_size: int) -> tuple[np.ndarray, np.ndarray]:
+    def _draw(self, batch_size: int, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
         """Draw ``(envs, positions)``, each ``(batch_size,)`` int64, uniformly over valid starts.
 
         Draws uniformly over the rectangle ``N x [lo, hi]`` that covers every env's valid range and
@@ -315,9 +318,7 @@ class FrameReplay:
         todo = np.arange(batch_size)
         while todo.size:
             # One RNG call for both coordinates: the flat cell index of the rectangle.
-            env, offset = np.divmod(
-                self._rng.integers(0, self._num_envs * span, size=todo.size), span
-            )
+            env, offset = np.divmod(rng.integers(0, self._num_envs * span, size=todo.size), span)
             pos = offset + lo
             ok = self._is_valid(env, pos)
             envs[todo[ok]] = env[ok]
