@@ -1,0 +1,201 @@
+"""Aggregate metrics: IQM (+ CIs), curve alignment, area ratio (+ CI), probability of improvement.
+
+Exact values are computed by hand in the comments; bootstraps use 2,000 replications.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from rliable import metrics as rly_metrics
+
+from sparse_ticket.metrics.aggregate import (
+    align_curves,
+    area_offset,
+    area_ratio,
+    area_ratio_ci,
+    area_under_curve,
+    iqm,
+    iqm_curve_with_ci,
+    iqm_with_ci,
+    probability_of_improvement,
+)
+
+REPS = 2_000
+
+
+# ------------------------------------------------------------------------------ IQM
+def test_iqm_4x2_by_hand():
+    # The 8 pooled scores sorted: 1 2 3 4 5 6 7 100. rliable's aggregate_iqm is
+    # scipy.stats.trim_mean(..., 0.25, axis=None): it cuts int(0.25 * 8) = 2 values from each end,
+    # leaving 3 4 5 6 -> (3 + 4 + 5 + 6) / 4 = 4.5 (the outlier 100 has no influence).
+    scores = np.array([[1, 2], [3, 4], [5, 6], [7, 100]], dtype=float)
+    assert iqm(scores) == 4.5
+    assert iqm(scores) == rly_metrics.aggregate_iqm(scores)
+
+
+def test_iqm_ten_seeds_keeps_middle_six():
+    # 10 seeds x 1 game: int(0.25 * 10) = 2 cut per side (not 2.5), so the middle 6 values are
+    # averaged: sorted 1..9, 100 -> 3..8 -> 33 / 6 = 5.5.
+    scores = np.array([100, 1, 2, 3, 4, 5, 6, 7, 8, 9], dtype=float)[:, None]
+    assert iqm(scores) == 5.5
+
+
+def test_iqm_rejects_1d_and_nan():
+    with pytest.raises(ValueError, match="num_runs, num_tasks"):
+        iqm(np.arange(5.0))
+    with pytest.raises(ValueError, match="NaN"):
+        iqm(np.array([[1.0], [np.nan]]))
+
+
+def test_iqm_with_ci_single_task_is_not_degenerate_and_reproducible():
+    scores = np.array([1.0, 3.0, 2.0, 8.0, 5.0, 4.0, 9.0, 6.0, 7.0, 0.0])[:, None]
+    out = iqm_with_ci({"a": scores}, reps=REPS, seed=3)
+    point, low, high = out["a"]
+    assert point == pytest.approx(4.5)  # middle 6 of 0..9: 2..7
+    assert low < point < high
+    # Same seed -> same CI, whatever the global RNG state; the global state is restored.
+    np.random.seed(123)
+    before = np.random.get_state()[1].copy()
+    again = iqm_with_ci({"other": scores + 100, "a": scores}, reps=REPS, seed=3)
+    assert again["a"] == out["a"]  # an entry's CI does not depend on the other entries
+    assert np.array_equal(np.random.get_state()[1], before)
+    assert iqm_with_ci({"a": scores}, reps=REPS, seed=4)["a"] != out["a"]
+
+
+def test_iqm_with_ci_single_run_warns_zero_width():
+    with pytest.warns(RuntimeWarning, match="single run"):
+        point, low, high = iqm_with_ci({"a": np.array([[1.0, 2.0, 3.0, 4.0]])}, reps=50)["a"]
+    assert low == point == high == 2.5
+
+
+def test_iqm_curve_with_ci_matches_per_step_iqm():
+    rng = np.random.default_rng(0)
+    curves = rng.normal(size=(6, 5)).cumsum(axis=1)
+    points, lows, highs = iqm_curve_with_ci({"a": curves}, reps=REPS)["a"]
+    expected = [rly_metrics.aggregate_iqm(curves[:, [j]]) for j in range(5)]
+    np.testing.assert_allclose(points, expected)
+    assert points.shape == lows.shape == highs.shape == (5,)
+    assert np.all(lows < points) and np.all(points < highs)
+
+
+# ------------------------------------------------------------------------------ P(X > Y)
+def test_probability_of_improvement_extremes():
+    # Mann-Whitney per bootstrap replicate is slow (~0.3 ms): 500 replications suffice here.
+    y = np.arange(10.0).reshape(5, 2)
+    assert probability_of_improvement(y + 100, y, reps=500) == (1.0, 1.0, 1.0)
+    point, low, high = probability_of_improvement(y, y, reps=500)
+    assert point == 0.5  # identical columns count as 0.5 in rliable
+    assert low < 0.5 < high
+    with pytest.raises(ValueError, match="same number of tasks"):
+        probability_of_improvement(y, y[:, :1], reps=10)
+
+
+# ------------------------------------------------------------------------------ curves
+def test_align_curves_reports_truncation_and_interpolates():
+    # Run 0 logged at 0, 10, 20, 30; run 1 at 0, 15, 25 (shorter). Union up to the common end 25:
+    # 0, 10, 15, 20, 25 (30 dropped).
+    # run 0 (values = steps): 0, 10, 15, 20, 25.
+    # run 1: 0 -> 0, 10 -> 30 * 10/15 = 20, 15 -> 30, 20 -> (30 + 50) / 2 = 40, 25 -> 50.
+    grid, matrix, info = align_curves(
+        [np.array([0, 10, 20, 30]), np.array([0, 15, 25])],
+        [np.array([0.0, 10, 20, 30]), np.array([0.0, 30, 50])],
+    )
+    np.testing.assert_array_equal(grid, [0, 10, 15, 20, 25])
+    np.testing.assert_allclose(matrix, [[0, 10, 15, 20, 25], [0, 20, 30, 40, 50]])
+    assert info["truncated_to"] == 25
+    assert info["dropped_steps"] == 1
+    assert info["runs_shorter"] == [1]
+    assert info["started_from"] is None and info["runs_started_later"] == []
+    with pytest.raises(ValueError, match="runs \\[1\\] end before step 30"):
+        align_curves([[0, 10, 20, 30], [0, 15, 25]], [[0, 1, 2, 3], [0, 1, 2]], on_short="raise")
+
+
+def test_align_curves_given_grid_and_late_start():
+    grid, matrix, info = align_curves(
+        [[0, 10, 20], [5, 20]], [[0, 10, 20], [5, 35]], grid=np.array([0, 5, 10, 20])
+    )
+    np.testing.assert_array_equal(grid, [5, 10, 20])
+    np.testing.assert_allclose(matrix, [[5, 10, 20], [5, 15, 35]])  # run 1: 5 + 2 * (10 - 5)
+    assert info["started_from"] == 5 and info["runs_started_later"] == [1]
+    assert info["truncated_to"] is None and info["dropped_steps"] == 1
+
+
+def test_area_under_curve_by_hand():
+    # Trapezoids: [0, 1] -> (0 + 2) / 2 * 1 = 1, [1, 3] -> (2 + 2) / 2 * 2 = 4; total 5.
+    assert area_under_curve(np.array([0, 1, 3]), np.array([0.0, 2, 2])) == 5.0
+    np.testing.assert_allclose(area_under_curve([0, 1, 3], [[0, 2, 2], [1, 1, 1]]), [5, 3])
+
+
+# ------------------------------------------------------------------------------ area ratio
+# Two runs per group. Scratch mean curve [-2, 0, 2], transfer mean curve [-2, 2, 2]; the minimum
+# over all values is -2, so c = 2: scratch [0, 2, 4] -> area 1 + 3 = 4, transfer [0, 4, 4] ->
+# area 2 + 4 = 6, r = (6 - 4) / 4 = 0.5.
+STEPS = np.array([0.0, 1, 2])
+SCRATCH = np.array([[-2.0, -1, 1], [-2, 1, 3]])
+TRANSFER = np.array([[-2.0, 1, 2], [-2, 3, 2]])
+
+
+def test_area_ratio_with_negative_curves_by_hand():
+    assert area_offset(TRANSFER, SCRATCH) == 2.0
+    assert area_ratio(TRANSFER, SCRATCH, STEPS) == pytest.approx(0.5)
+    # A given offset replaces the computed one: c = 3 -> areas 6 + 2 = 8 and 4 + 2 = 6 -> 1/3.
+    assert area_ratio(TRANSFER, SCRATCH, STEPS, offset=3.0) == pytest.approx(1 / 3)
+    # Non-negative curves are not shifted: c = 0.
+    assert area_offset(TRANSFER + 5, SCRATCH + 5) == 0.0
+
+
+def test_area_ratio_iqm_aggregate():
+    # 4 runs: IQM at each step keeps the middle 2 runs (int(0.25 * 4) = 1 cut per side).
+    scratch = np.array([[0.0, 0, 0], [1, 1, 1], [1, 1, 1], [100, 100, 100]])
+    transfer = 2 * scratch
+    # IQM curves: scratch [1, 1, 1] area 2, transfer [2, 2, 2] area 4 -> r = 1.
+    assert area_ratio(transfer, scratch, STEPS, aggregate="iqm") == pytest.approx(1.0)
+    # Without the outlier seed in transfer (values 0, 2, 2, 3 -> IQM 2) the IQM ratio is still 1,
+    # but the mean is dominated by scratch's outlier (1.75 vs 25.5) and says transfer is worse.
+    transfer[3] = 3
+    assert area_ratio(transfer, scratch, STEPS, aggregate="iqm") == pytest.approx(1.0)
+    assert area_ratio(transfer, scratch, STEPS, aggregate="mean") < 0
+
+
+def test_area_ratio_zero_scratch_area_raises():
+    with pytest.raises(ValueError, match="A_scratch = 0"):
+        area_ratio(np.ones((2, 3)), np.zeros((2, 3)), STEPS)
+
+
+def test_area_ratio_ci_identical_groups_not_significant():
+    rng = np.random.default_rng(1)
+    curves = rng.normal(size=(8, 20)).cumsum(axis=1)
+    steps = np.arange(20.0)
+    point, low, high, significant = area_ratio_ci(curves, curves.copy(), steps, reps=REPS)
+    assert point == 0.0
+    assert low < 0 < high
+    assert not significant
+
+
+def test_area_ratio_ci_clear_improvement_is_significant_and_reproducible():
+    rng = np.random.default_rng(2)
+    steps = np.arange(0.0, 50.0, 5.0)
+    scratch = rng.uniform(-1.0, 1.0, size=(10, 10))
+    transfer = rng.uniform(3.0, 4.0, size=(10, 10))  # every transfer value above every scratch
+    result = area_ratio_ci(transfer, scratch, steps, reps=REPS, seed=7)
+    point, low, high, significant = result
+    assert significant and 0 < low < point < high
+    assert area_ratio_ci(transfer, scratch, steps, reps=REPS, seed=7) == result
+    iqm_result = area_ratio_ci(transfer, scratch, steps, reps=REPS, seed=7, aggregate="iqm")
+    assert iqm_result[3] and iqm_result[1] > 0
+
+
+def test_area_ratio_ci_mean_fast_path_matches_resampled_curves():
+    # The "mean" path averages per-run areas; check it against explicit resampled mean curves.
+    rng = np.random.default_rng(3)
+    steps = np.array([0.0, 1.0, 3.0, 4.0])
+    t, s = rng.uniform(0, 1, size=(5, 4)), rng.uniform(0, 1, size=(4, 4))
+    point, low, high, _ = area_ratio_ci(t, s, steps, reps=200, seed=11)
+    gen = np.random.default_rng(11)
+    it, is_ = gen.integers(0, 5, size=(200, 5)), gen.integers(0, 4, size=(200, 4))
+    a_t = np.trapezoid(t[it].mean(axis=1), x=steps, axis=-1)
+    a_s = np.trapezoid(s[is_].mean(axis=1), x=steps, axis=-1)
+    expected = np.percentile((a_t - a_s) / a_s, [2.5, 97.5])
+    np.testing.assert_allclose([low, high], expected)
+    assert point == pytest.approx(area_ratio(t, s, steps))
