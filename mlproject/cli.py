@@ -9,6 +9,7 @@ import sys
 import click
 
 from mlproject.errors import EXIT_INPUT, InputError
+from mlproject.evaluate import evaluate
 from mlproject.find_mask import FindMaskRequest, find_mask
 from mlproject.presets import preset_names
 from mlproject.tracking import end_run_if_active
@@ -104,6 +105,22 @@ def find_mask_command(**params: str) -> None:
 def transfer_command(**params: str) -> None:
     """Transfer a sparse encoder to a target game (or run a baseline there)."""
     sys.exit(transfer(TransferRequest(**params)))
+
+
+@cli.command("evaluate")
+@click.option(
+    "--study",
+    required=True,
+    help="An experiment name, a parent run id, or a search_runs filter string.",
+)
+@click.option(
+    "--output-dir", default="", help="Where tables and figures go (default ./evaluation/<run id>)."
+)
+@click.option("--reps", default="10000", show_default=True, help="Bootstrap repetitions.")
+@click.option("--seed", default="0", show_default=True, help="Bootstrap seed.")
+def evaluate_command(study: str, output_dir: str, reps: str, seed: str) -> None:
+    """IQM with CIs, area ratios and figures for every condition of a study."""
+    sys.exit(evaluate(study, output_dir, reps, seed))
 
 
 def main(argv: list[str] | None = None) -> None:
