@@ -29,6 +29,7 @@ from typing import Any
 import mlflow
 import numpy as np
 
+from mlproject import figures
 from mlproject.errors import InputError
 from sparse_ticket.metrics.aggregate import (
     align_curves,
@@ -272,12 +273,55 @@ def _cell(value: Any) -> str:
     return str(value)
 
 
+def _slug(*parts: str) -> str:
+    return "_".join(p.replace("/", "-").replace(" ", "") for p in parts if p)
+
+
+def write_figures(
+    summaries: list[Summary],
+    plasticity: dict[Condition, Curves],
+    folder: Path,
+    reps: int,
+    seed: int,
+) -> list[Path]:
+    """Transfer grids, learning curves per target game, and plasticity over training."""
+    files: list[Path] = []
+    grids: dict[tuple[str, ...], dict[tuple[str, str], Any]] = defaultdict(dict)
+    for s in summaries:
+        c = s.condition
+        if c.condition == "transfer" and s.area_ratio is not None:
+            grids[(c.algo, c.method, c.sparsity, c.weights, c.adapt)][(c.source, c.target)] = (
+                s.area_ratio
+            )
+    for key, cells in sorted(grids.items()):
+        games = sorted({g for pair in cells for g in pair})
+        title = f"area ratio vs dense from scratch: {' '.join(key)}"
+        files += figures.transfer_grid(cells, games, folder / _slug("grid", *key), title)
+    for target in sorted({s.condition.target for s in summaries}):
+        curves = {s.condition.label: s.curve for s in summaries if s.condition.target == target}
+        files += figures.learning_curves(curves, folder / _slug("curves", target), target)
+    panels: dict[str, dict[str, Any]] = defaultdict(dict)
+    for condition, runs in plasticity.items():
+        grid, matrix, _ = align_curves(runs.steps, runs.values)
+        curve = iqm_curve_with_ci({"x": matrix}, reps=reps, seed=seed)["x"]
+        panels[condition.target][condition.label] = (grid, *curve)
+    if panels:
+        files += figures.small_multiples(
+            panels,
+            folder / "plasticity",
+            "dormant units (tau 0.025) over training",
+            "dormant ratio",
+        )
+    return files
+
+
 def evaluate_study(study: str, folder: Path, reps: int = 10_000, seed: int = 0) -> list[Path]:
     """Gather, summarise, write tables (and figures when available); returns the files."""
     folder.mkdir(parents=True, exist_ok=True)
     runs = study_runs(study)
     summaries = summarise(metric_curves(runs, EVAL_METRIC), reps, seed)
     files = write_tables(summaries, folder)
+    files += write_figures(summaries, metric_curves(runs, PLASTICITY_METRIC), folder, reps, seed)
     (folder / "study.json").write_text(
         json.dumps({"study": study, "runs": len(runs), "conditions": len(summaries)}, indent=2)
     )

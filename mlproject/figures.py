@@ -21,9 +21,11 @@ import matplotlib
 import numpy as np
 from matplotlib.axes import Axes
 from matplotlib.colors import Colormap, TwoSlopeNorm
+from matplotlib.container import ErrorbarContainer
 from matplotlib.figure import Figure
 from matplotlib.lines import Line2D
 from matplotlib.ticker import EngFormatter, PercentFormatter
+from matplotlib.transforms import ScaledTranslation, Transform
 
 __all__ = [
     "Curve",
@@ -43,6 +45,7 @@ GridCell = tuple[float, float, float, bool]
 DPI = 150
 BAND_ALPHA = 0.2
 MISSING_GREY = "0.82"
+DODGE_POINTS = 5.0
 _PALETTE = matplotlib.colormaps["tab10"].colors
 
 
@@ -235,6 +238,14 @@ def _error_lengths(points: np.ndarray, lows: np.ndarray, highs: np.ndarray) -> n
     return np.vstack([np.fmax(points - lows, 0.0), np.fmax(highs - points, 0.0)])
 
 
+def _shift(container: ErrorbarContainer, transform: Transform) -> None:
+    """Draw an error-bar series with ``transform`` (after autoscaling used its data limits)."""
+    line, caps, bars = container.lines
+    for artist in [line, *caps, *bars]:
+        if artist is not None:
+            artist.set_transform(transform)
+
+
 def _dense_reference(ax: Axes, dense: tuple[float, float, float]) -> None:
     """A dashed horizontal line at the dense point with its CI as a grey band."""
     point, low, high = (float(v) for v in dense)
@@ -266,9 +277,11 @@ def winning_ticket_curves(
     fig = Figure(figsize=(6.4, 4.2), layout="constrained")
     ax = fig.add_subplot()
     colours = _colours(list(series))
-    for label, (sparsities, points, lows, highs) in series.items():
+    for index, (label, (sparsities, points, lows, highs)) in enumerate(series.items()):
         y = _as_float(points)
-        ax.errorbar(
+        # Dodge series sideways by a few points so error bars at a shared sparsity don't overlap.
+        dodge = (index - (len(series) - 1) / 2) * DODGE_POINTS / 72
+        container = ax.errorbar(
             _as_float(sparsities),
             y,
             yerr=_error_lengths(y, _as_float(lows), _as_float(highs)),
@@ -279,6 +292,7 @@ def winning_ticket_curves(
             capsize=3,
             label=label,
         )
+        _shift(container, ax.transData + ScaledTranslation(dodge, 0, fig.dpi_scale_trans))
     if dense is not None:
         _dense_reference(ax, dense)
     ax.xaxis.set_major_formatter(PercentFormatter(xmax=1.0, decimals=0))
@@ -337,7 +351,6 @@ def small_multiples(
             list(colours),
             loc="outside lower center",
             ncols=min(len(colours), 5),
-            fontsize="small",
             frameon=False,
         )
     return _save(fig, stem)

@@ -95,3 +95,14 @@ def test_evaluate_entry_point_logs_its_outputs(tracking, tmp_path):
 )
 def test_evaluate_bad_input(tracking, capsys, args, message):
     _assert_clean_failure(["evaluate", *args], message, capsys)
+
+
+def test_figures_are_written(tracking, tmp_path):
+    for _ in range(2):
+        log_run("figs", "train-dense", [0, 1, 2])
+        log_run("figs", "transfer", [0, 2, 2], TRANSFER)
+    files = evaluate_study("figs", tmp_path / "out", reps=200)
+    names = {path.name for path in files}
+    assert {"grid_ddqn_imp_0.8_ticket_set.png", "grid_ddqn_imp_0.8_ticket_set.pdf"} <= names
+    assert {"curves_breakout.png", "curves_breakout.pdf"} <= names
+    assert all(path.stat().st_size > 0 for path in files)
