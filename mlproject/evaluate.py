@@ -105,40 +105,92 @@ def condition_of(run: Any) -> Condition:
 
 
 # ------------------------------------------------------------------------------ gathering
-def study_runs(study: str) -> list[Any]:
-    """The finished training runs of a study (experiment name, parent run id, or filter)."""
+def scope_runs(study: str) -> list[Any]:
+    """Every run of a study: an experiment's runs, a parent's nested runs, or a filter's."""
     client = mlflow.MlflowClient()
     text = study.strip()
     if not text:
         raise InputError("study must be an experiment name, a parent run id or a filter")
     experiment = client.get_experiment_by_name(text)
     if experiment is not None:
-        runs = mlflow.search_runs([experiment.experiment_id], output_format="list")
-    elif _is_run_id(client, text):
-        runs = mlflow.search_runs(
+        return mlflow.search_runs([experiment.experiment_id], output_format="list")
+    if _is_run_id(client, text):
+        return mlflow.search_runs(
             search_all_experiments=True,
             filter_string=f"tags.mlflow.parentRunId = '{text}'",
             output_format="list",
         )
-    else:
-        try:
-            runs = mlflow.search_runs(
-                search_all_experiments=True, filter_string=text, output_format="list"
-            )
-        except mlflow.exceptions.MlflowException as error:
-            first = str(error).splitlines()[0]
-            raise InputError(
-                f"study {text!r} is no experiment, run id or filter: {first}"
-            ) from None
-    runs = [
+    try:
+        return mlflow.search_runs(
+            search_all_experiments=True, filter_string=text, output_format="list"
+        )
+    except mlflow.exceptions.MlflowException as error:
+        first = str(error).splitlines()[0]
+        raise InputError(f"study {text!r} is no experiment, run id or filter: {first}") from None
+
+
+def finished(runs: list[Any], *entry_points: str) -> list[Any]:
+    """The FINISHED runs of the given entry points."""
+    return [
         r
         for r in runs
-        if r.data.tags.get(f"{TAG}entry_point") in TRAINING_ENTRY_POINTS
-        and r.info.status == "FINISHED"
+        if r.data.tags.get(f"{TAG}entry_point") in entry_points and r.info.status == "FINISHED"
     ]
+
+
+def study_runs(study: str, scope: list[Any] | None = None) -> list[Any]:
+    """The finished training runs of a study (InputError if there are none)."""
+    runs = finished(scope if scope is not None else scope_runs(study), *TRAINING_ENTRY_POINTS)
     if not runs:
-        raise InputError(f"study {text!r} has no finished train-dense or transfer runs")
+        raise InputError(f"study {study.strip()!r} has no finished train-dense or transfer runs")
     return runs
+
+
+def ticket_levels(runs: list[Any]) -> dict[tuple[str, str, str], dict[float, list[float]]]:
+    """Winning-ticket data of the study's find-mask runs: per (algo, game, method), per
+    sparsity level, the final evaluation IQM of the trained ticket of every seed."""
+    out: dict[tuple[str, str, str], dict[float, list[float]]] = defaultdict(
+        lambda: defaultdict(list)
+    )
+    for run in finished(runs, "find-mask"):
+        try:
+            path = mlflow.artifacts.download_artifacts(
+                run_id=run.info.run_id, artifact_path="tickets.json"
+            )
+        except mlflow.exceptions.MlflowException:
+            continue
+        key = (
+            run.data.params.get("agent.algo", ""),
+            run.data.params.get("game", ""),
+            run.data.tags.get(f"{TAG}method", ""),
+        )
+        for row in json.loads(Path(path).read_text()):
+            if row.get("final_eval_iqm") is not None:
+                out[key][round(row["sparsity_target"], 4)].append(row["final_eval_iqm"])
+    return out
+
+
+def write_ticket_figures(
+    levels: dict[tuple[str, str, str], dict[float, list[float]]],
+    folder: Path,
+    reps: int,
+    seed: int,
+) -> list[Path]:
+    """IQM vs sparsity per game: tickets of each method against the random control."""
+    files: list[Path] = []
+    for algo, game in sorted({(a, g) for a, g, _ in levels}):
+        series = {}
+        for (a, g, method), by_level in sorted(levels.items()):
+            if (a, g) != (algo, game):
+                continue
+            xs = sorted(by_level)
+            cis = [
+                iqm_with_ci({"x": np.array(by_level[x])[:, None]}, reps, seed=seed)["x"] for x in xs
+            ]
+            series[method] = tuple(np.array(v) for v in (xs, *zip(*cis, strict=True)))
+        title = f"winning tickets: {algo} on {game}"
+        files += figures.winning_ticket_curves(series, folder / _slug("tickets", algo, game), title)
+    return files
 
 
 def _is_run_id(client: mlflow.MlflowClient, text: str) -> bool:
@@ -318,10 +370,12 @@ def write_figures(
 def evaluate_study(study: str, folder: Path, reps: int = 10_000, seed: int = 0) -> list[Path]:
     """Gather, summarise, write tables (and figures when available); returns the files."""
     folder.mkdir(parents=True, exist_ok=True)
-    runs = study_runs(study)
+    everything = scope_runs(study)
+    runs = study_runs(study, everything)
     summaries = summarise(metric_curves(runs, EVAL_METRIC), reps, seed)
     files = write_tables(summaries, folder)
     files += write_figures(summaries, metric_curves(runs, PLASTICITY_METRIC), folder, reps, seed)
+    files += write_ticket_figures(ticket_levels(everything), folder, reps, seed)
     (folder / "study.json").write_text(
         json.dumps({"study": study, "runs": len(runs), "conditions": len(summaries)}, indent=2)
     )

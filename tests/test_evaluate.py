@@ -106,3 +106,21 @@ def test_figures_are_written(tracking, tmp_path):
     assert {"grid_ddqn_imp_0.8_ticket_set.png", "grid_ddqn_imp_0.8_ticket_set.pdf"} <= names
     assert {"curves_breakout.png", "curves_breakout.pdf"} <= names
     assert all(path.stat().st_size > 0 for path in files)
+
+
+def test_winning_ticket_curves_from_find_mask_runs(tracking, tmp_path):
+    log_run("tickets", "train-dense", [0, 1, 2])
+    for method, scores in (("imp", (5.0, 4.0)), ("random", (3.0, 1.0))):
+        for seed in range(2):
+            with mlflow.start_run():
+                mlflow.set_tags(
+                    {"sparse_ticket.entry_point": "find-mask", "sparse_ticket.method": method}
+                )
+                mlflow.log_params({"game": "breakout", "agent.algo": "ddqn"})
+                rows = [
+                    {"sparsity_target": 0.6, "final_eval_iqm": scores[0] + seed},
+                    {"sparsity_target": 0.8, "final_eval_iqm": scores[1] + seed},
+                ]
+                mlflow.log_dict(rows, "tickets.json")
+    files = evaluate_study("tickets", tmp_path / "out", reps=200)
+    assert {"tickets_ddqn_breakout.png", "tickets_ddqn_breakout.pdf"} <= {p.name for p in files}
