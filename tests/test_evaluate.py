@@ -14,9 +14,14 @@ from tests.test_cli_errors import _assert_clean_failure
 STEPS = (0, 100, 200)
 
 
+def experiment_id(name: str) -> str:
+    """Get or create an experiment without making it the process's active one."""
+    found = mlflow.get_experiment_by_name(name)
+    return found.experiment_id if found else mlflow.create_experiment(name)
+
+
 def log_run(experiment: str, entry_point: str, curve, tags=None, game="breakout"):
-    mlflow.set_experiment(experiment)
-    with mlflow.start_run():
+    with mlflow.start_run(experiment_id=experiment_id(experiment)):
         mlflow.set_tags({"sparse_ticket.entry_point": entry_point, **(tags or {})})
         mlflow.log_params({"game": game, "agent.algo": "ddqn"})
         for step, value in zip(STEPS, curve, strict=True):
@@ -112,7 +117,7 @@ def test_winning_ticket_curves_from_find_mask_runs(tracking, tmp_path):
     log_run("tickets", "train-dense", [0, 1, 2])
     for method, scores in (("imp", (5.0, 4.0)), ("random", (3.0, 1.0))):
         for seed in range(2):
-            with mlflow.start_run():
+            with mlflow.start_run(experiment_id=experiment_id("tickets")):
                 mlflow.set_tags(
                     {"sparse_ticket.entry_point": "find-mask", "sparse_ticket.method": method}
                 )
