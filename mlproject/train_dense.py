@@ -13,6 +13,7 @@ import sys
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import mlflow
 
@@ -164,11 +165,20 @@ def train_dense(request: TrainRequest) -> int:
     if run_id:
         return resume(request, run_id)
     config = build_config(request)
+    return new_training_run(request, config, {"sparse_ticket.entry_point": ENTRY_POINT})
+
+
+def new_training_run(
+    request: TrainRequest, config: TrainConfig, tags: dict[str, str], **runner_args: Any
+) -> int:
+    """Open a run, log provenance and ``init.pt``, train, and close it with the right status.
+
+    ``runner_args`` (initial weights and mask of a transfer) go to the :class:`Runner`.
+    """
     with mlflow.start_run() as run:
         directory = checkpoint_root(request) / run.info.run_id
-        tags = {"sparse_ticket.entry_point": ENTRY_POINT, CHECKPOINT_TAG: str(directory)}
-        log_provenance(flatten(config), tags)
-        runner = Runner(config, directory, MlflowSink(run.info.run_id))
+        log_provenance(flatten(config), {**tags, CHECKPOINT_TAG: str(directory)})
+        runner = Runner(config, directory, MlflowSink(run.info.run_id), **runner_args)
         scratch = Path(tempfile.mkdtemp())
         log_weights(runner.initial_weights(), "init.pt", scratch)
         return train_in_active_run(runner, scratch)

@@ -18,29 +18,23 @@ Lineage tags (``sparse_ticket.*``) let ``mlflow.search_runs`` and the UI slice t
 
 from __future__ import annotations
 
-import tempfile
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
-import mlflow
 import torch
 
 from mlproject.errors import InputError
 from mlproject.find_mask import download, load_mask_uri, run_id_of
-from mlproject.tracking import MlflowSink, log_provenance, log_weights
 from mlproject.train_dense import (
-    CHECKPOINT_TAG,
     TrainRequest,
     build_config,
-    checkpoint_root,
+    new_training_run,
     resumable_run,
     resume,
-    train_in_active_run,
 )
 from sparse_ticket.checkpoint import CheckpointError, load_weights
-from sparse_ticket.config import TrainConfig, flatten
-from sparse_ticket.runner import Runner, probe_parameters
+from sparse_ticket.config import TrainConfig
+from sparse_ticket.runner import probe_parameters
 from sparse_ticket.sparsity.allocation import random_like
 from sparse_ticket.sparsity.masks import MaskError, check_compatible, sparsity_report
 from sparse_ticket.transfer import (
@@ -185,16 +179,10 @@ def transfer(request: TransferRequest) -> int:
     if run_id:
         return resume(request, run_id)
     plan = plan_transfer(request)
-    with mlflow.start_run() as run:
-        directory = checkpoint_root(request) / run.info.run_id
-        log_provenance(flatten(plan.config), {**plan.tags, CHECKPOINT_TAG: str(directory)})
-        runner = Runner(
-            plan.config,
-            directory,
-            MlflowSink(run.info.run_id),
-            initial_weights=plan.initial_weights,
-            initial_mask=plan.initial_mask,
-        )
-        scratch = Path(tempfile.mkdtemp())
-        log_weights(runner.initial_weights(), "init.pt", scratch)
-        return train_in_active_run(runner, scratch)
+    return new_training_run(
+        request,
+        plan.config,
+        plan.tags,
+        initial_weights=plan.initial_weights,
+        initial_mask=plan.initial_mask,
+    )
