@@ -17,6 +17,7 @@ from sparse_ticket.agents import Agent, make_agent
 from sparse_ticket.agents.base import ADAM_MOMENTS
 from sparse_ticket.config import AgentConfig
 from sparse_ticket.replay import ReplayBatch
+from tests.test_agents import make_batch as agents_batch
 
 ALGOS = ("ddqn", "dqv", "dqv-max")
 MINATAR = (10, 10, 10)
@@ -34,17 +35,8 @@ def build(algo: str, seed: int = 0, **overrides: Any) -> Agent:
 
 
 def make_batch(seed: int = 0, size: int = BATCH, reward_scale: float = 1.0) -> ReplayBatch:
-    """Random 0/1 MinAtar transitions; the last one is terminal."""
-    gen = torch.Generator().manual_seed(seed)
-    terminals = torch.zeros(size)
-    terminals[-1] = 1.0
-    return ReplayBatch(
-        obs=torch.randint(0, 2, (size, *MINATAR), dtype=torch.uint8, generator=gen),
-        actions=torch.randint(0, NUM_ACTIONS, (size,), generator=gen),
-        rewards=reward_scale * torch.randn(size, generator=gen),
-        next_obs=torch.randint(0, 2, (size, *MINATAR), dtype=torch.uint8, generator=gen),
-        terminals=terminals,
-    )
+    """Random 0/1 MinAtar transitions (the shared test helper, at this file's batch size)."""
+    return agents_batch(seed, size, reward_scale)
 
 
 def random_mask(agent: Agent, sparsity: float = 0.8, seed: int = 0) -> dict[str, torch.Tensor]:
