@@ -8,10 +8,10 @@ import sys
 
 import click
 
+from mlproject.driver import StudyRequest, main_study
 from mlproject.errors import EXIT_INPUT, InputError
-from mlproject.evaluate import evaluate
 from mlproject.find_mask import FindMaskRequest, find_mask
-from mlproject.presets import preset_names
+from mlproject.presets import preset_names, study_preset_names
 from mlproject.tracking import end_run_if_active
 from mlproject.train_dense import TrainRequest, train_dense
 from mlproject.transfer import TransferRequest, transfer
@@ -118,9 +118,81 @@ def transfer_command(**params: str) -> None:
 )
 @click.option("--reps", default="10000", show_default=True, help="Bootstrap repetitions.")
 @click.option("--seed", default="0", show_default=True, help="Bootstrap seed.")
-def evaluate_command(study: str, output_dir: str, reps: str, seed: str) -> None:
+@click.option(
+    "--baselines",
+    default="dense",
+    show_default=True,
+    help="Comma-separated baselines for area ratios: dense, gmp, set, rigl, random.",
+)
+def evaluate_command(study: str, output_dir: str, reps: str, seed: str, baselines: str) -> None:
     """IQM with CIs, area ratios and figures for every condition of a study."""
-    sys.exit(evaluate(study, output_dir, reps, seed))
+    from mlproject.evaluate import evaluate  # rliable, scipy, matplotlib: only when evaluating
+
+    sys.exit(evaluate(study, output_dir, reps, seed, baselines))
+
+
+@cli.command("main")
+@click.option(
+    "--preset",
+    default="demo",
+    show_default=True,
+    help=f"A study preset: {', '.join(study_preset_names())}.",
+)
+@click.option("--workers", default="1", show_default=True, help="Nodes run at once.")
+@click.option("--dry-run", default="false", show_default=True, help="true: print the DAG only.")
+@click.option(
+    "--output-dir",
+    default="studies",
+    show_default=True,
+    help="Where <preset>/evaluation (tables, figures) and <preset>/logs go.",
+)
+@click.option(
+    "--steps-per-sec",
+    default="",
+    help="Agent steps/s per run for the dry run's GPU-hour estimate (default: the preset's).",
+)
+def main_command(**params: str) -> None:
+    """Run a whole study: dense -> masks -> transfers and baselines -> evaluate."""
+    sys.exit(main_study(StudyRequest(**params)))
+
+
+@cli.group("slurm")
+def slurm_group() -> None:
+    """Run a study on a SLURM cluster: one array job per stage."""
+
+
+@slurm_group.command("submit")
+@click.option("--preset", default="paper", show_default=True, help="A study preset or file.")
+@click.option(
+    "--container",
+    default="singularity",
+    show_default=True,
+    help="singularity, apptainer (exec --nv IMAGE) or none (this Python environment).",
+)
+@click.option("--image", default="", help="The .sif image (docker/build-sif.sh).")
+@click.option("--experiment", default="", help="MLflow experiment (default: study-<preset>).")
+@click.option("--partition", default="", help="#SBATCH --partition.")
+@click.option("--account", default="", help="#SBATCH --account.")
+@click.option("--gpus", default="1", show_default=True, help="GPUs per task (0: none).")
+@click.option("--cpus-per-task", default="4", show_default=True, help="CPUs per task.")
+@click.option("--mem", default="32G", show_default=True, help="Memory per task.")
+@click.option("--time", default="24:00:00", show_default=True, help="Time limit per task.")
+@click.option(
+    "--signal-seconds",
+    default="300",
+    show_default=True,
+    help="SIGTERM this long before the time limit: checkpoint, requeue, resume (0: off).",
+)
+@click.option("--max-running", default="", help="At most this many tasks of an array at once.")
+@click.option("--sbatch", multiple=True, help='Extra #SBATCH line, e.g. "--qos=long" (repeatable).')
+@click.option("--jobs-dir", default="slurm_jobs", show_default=True, help="Scripts and logs.")
+@click.option("--checkpoint-dir", default="", help="Checkpoints on a shared filesystem.")
+@click.option("--dry-run", default="false", show_default=True, help="true: write, don't submit.")
+def slurm_submit_command(**params) -> None:
+    """Turn a study's DAG into array jobs chained with --dependency=afterok, and submit them."""
+    from mlproject.slurm import SubmitRequest, submit
+
+    sys.exit(submit(SubmitRequest(**params)))
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -7,12 +7,21 @@ dense runs have their own conditions). Per condition, over seeds:
 
 * IQM of the final evaluation score with a 95% stratified-bootstrap CI (rliable);
 * the IQM sample-efficiency curve with CIs, on a common step grid (truncation is reported);
+* IQM of the final *training* return (``train/episode_score``) with a CI, and its IQM curve:
+  per run, the mean return of the training episodes that ended in each window of the run's
+  logging grid (see :func:`windowed_episode_curve`);
 * the area ratio against the dense-from-scratch runs of the same target and algo, with a
-  bootstrap CI and a significance mark, and the probability of improvement over them.
+  bootstrap CI and a significance mark, and the probability of improvement over them;
+* with ``--baselines``, the same comparison of every transfer against each named sparse
+  baseline (``gmp``, ``set``, ``rigl``, ``random``: the ``baseline-<name>`` runs of the same
+  algo and target game at the same sparsity, compared rounded to 2 decimals), in
+  ``area_ratio_vs_<name>*`` / ``significant_vs_<name>`` / ``p_improvement_vs_<name>`` columns.
 
 Outputs (written to ``--output-dir`` and logged as artifacts of the evaluate run):
-``conditions.csv`` / ``conditions.md`` and figures (PNG and PDF): transfer grids of area ratios,
-learning curves per target game, winning-ticket curves, plasticity over training.
+``conditions.csv`` / ``conditions.md`` and figures (PNG and PDF): transfer grids of area ratios
+(``grid_*`` vs dense, ``grid_vs-<name>_*`` vs each named sparse baseline), learning curves per
+target game of the evaluation score (``curves_<target>``) and of the training return
+(``train_curves_<target>``), winning-ticket curves, plasticity over training.
 """
 
 from __future__ import annotations
@@ -31,6 +40,7 @@ import numpy as np
 
 from mlproject import figures
 from mlproject.errors import InputError
+from sparse_ticket.config import TrainConfig
 from sparse_ticket.metrics.aggregate import (
     align_curves,
     area_ratio_ci,
@@ -43,8 +53,25 @@ ENTRY_POINT = "evaluate"
 TAG = "sparse_ticket."
 TRAINING_ENTRY_POINTS = ("train-dense", "transfer")
 EVAL_METRIC = "eval/score_mean"
+TRAIN_METRIC = "train/episode_score"
+BASELINES = ("dense", "gmp", "set", "rigl", "random")
+DEFAULT_BASELINES = ("dense",)
 PLASTICITY_METRIC = "plasticity/q/dormant/overall/tau_0.025"
 FIELDS = ("algo", "source", "target", "method", "sparsity", "weights", "adapt", "condition")
+
+Interval = tuple[float, float, float]
+AreaRatio = tuple[float, float, float, bool]
+CurveCI = tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]
+
+
+def parse_baselines(text: str) -> tuple[str, ...]:
+    """``"dense,gmp"`` -> ``("dense", "gmp")`` (blank: the default, ``dense``); InputError on
+    an unknown name."""
+    names = tuple(dict.fromkeys(n.strip().lower() for n in str(text).split(",") if n.strip()))
+    for name in names:
+        if name not in BASELINES:
+            raise InputError(f"unknown baseline {name!r} in baselines ({', '.join(BASELINES)})")
+    return names or DEFAULT_BASELINES
 
 
 @dataclass(frozen=True)
@@ -97,7 +124,8 @@ def condition_of(run: Any) -> Condition:
         source=tags.get(f"{TAG}source_game", "") or "-",
         target=tags.get(f"{TAG}target_game", game),
         method=tags.get(f"{TAG}mask_method", "") or "-",
-        sparsity=tags.get(f"{TAG}sparsity", "0"),
+        # Realised sparsities (%.6g) differ in the last digits between masks of one level.
+        sparsity=_rounded(tags.get(f"{TAG}sparsity", "0")),
         weights=tags.get(f"{TAG}weights", ""),
         adapt=tags.get(f"{TAG}adapt", ""),
         condition=tags.get(f"{TAG}condition", "transfer"),
@@ -220,94 +248,296 @@ def metric_curves(runs: Iterable[Any], key: str) -> dict[Condition, Curves]:
     return dict(grouped)
 
 
+def windowed_episode_curve(
+    grid: np.ndarray, episode_steps: np.ndarray, episode_scores: np.ndarray
+) -> tuple[np.ndarray, np.ndarray]:
+    """Training return on a run's logging grid: per window, the mean of its episodes.
+
+    Window ``i`` is ``(grid[i - 1], grid[i]]`` (the first one is ``(-inf, grid[0]]``): an
+    episode that ended exactly at a grid step counts in the window ending there, and several
+    episodes ending at the same step all count. A window without any episode carries the
+    previous window's value forward; leading windows without episodes are skipped (there is
+    nothing to carry yet). Episodes after ``grid[-1]`` are ignored.
+
+    Args:
+        grid: ``(G,)`` strictly increasing steps (the run's evaluation or logging steps).
+        episode_steps: ``(E,)`` the step at which each training episode ended, any order.
+        episode_scores: ``(E,)`` the episodes' returns.
+
+    Returns:
+        ``(steps (G',), values (G',))`` with ``steps`` the grid steps from the first window
+        with an episode on (``G' <= G``; both empty when no window has an episode).
+    """
+    grid = np.asarray(grid, dtype=np.float64)
+    ends = np.asarray(episode_steps, dtype=np.float64)
+    window = np.searchsorted(grid, ends, side="left")
+    inside = window < grid.size
+    counts = np.bincount(window[inside], minlength=grid.size)
+    sums = np.bincount(
+        window[inside], weights=np.asarray(episode_scores, np.float64)[inside], minlength=grid.size
+    )
+    latest = np.maximum.accumulate(np.where(counts > 0, np.arange(grid.size), -1))
+    keep = latest >= 0
+    source = latest[keep]
+    return grid[keep], sums[source] / counts[source]
+
+
+def _log_every_grid(params: dict[str, str], last_episode: float) -> np.ndarray:
+    """Every ``run.log_every`` steps up to ``run.total_steps`` (or the last episode's step)."""
+    every = _param_number(params, "run.log_every") or TrainConfig().run.log_every
+    end = max(last_episode, _param_number(params, "run.total_steps"))
+    return every * np.arange(1, max(1, math.ceil(end / every)) + 1, dtype=np.float64)
+
+
+def _param_number(params: dict[str, str], key: str) -> float:
+    try:
+        return max(float(params.get(key, 0)), 0.0)
+    except ValueError:
+        return 0.0
+
+
+def training_curves(
+    runs: Iterable[Any], eval_curves: dict[Condition, Curves]
+) -> dict[Condition, Curves]:
+    """Per condition, every run's training-return curve (:func:`windowed_episode_curve`) on the
+    steps of its ``eval/score_mean`` history, or every ``run.log_every`` steps without one.
+
+    Episodes are read from the full ``train/episode_score`` history (all values per step; the
+    tracking store keeps a repeated ``(value, step)`` of one flush only once).
+    """
+    client = mlflow.MlflowClient()
+    grids = {
+        run_id: steps
+        for curves in eval_curves.values()
+        for run_id, steps in zip(curves.run_ids, curves.steps, strict=True)
+    }
+    grouped: dict[Condition, Curves] = defaultdict(Curves)
+    for run in runs:
+        history = client.get_metric_history(run.info.run_id, TRAIN_METRIC)
+        if not history:
+            continue
+        ends = np.array([m.step for m in history], dtype=np.float64)
+        grid = grids.get(run.info.run_id)
+        if grid is None:
+            grid = _log_every_grid(run.data.params, float(ends.max()))
+        steps, values = windowed_episode_curve(grid, ends, np.array([m.value for m in history]))
+        if steps.size:
+            curves = grouped[condition_of(run)]
+            curves.run_ids.append(run.info.run_id)
+            curves.steps.append(steps)
+            curves.values.append(values)
+    return dict(grouped)
+
+
 # ------------------------------------------------------------------------------ statistics
 @dataclass
+class Comparison:
+    """Area ratio and probability of improvement of a condition against a reference one."""
+
+    area_ratio: AreaRatio | None = None
+    improvement: Interval | None = None
+    note: str = ""
+
+
+@dataclass
 class Summary:
-    """One row of the conditions table."""
+    """One row of the conditions table (``versus``: per named sparse baseline, the comparison,
+    or ``None`` when the study has no matching baseline runs)."""
 
     condition: Condition
     seeds: int
-    final: tuple[float, float, float]
-    area_ratio: tuple[float, float, float, bool] | None = None
-    improvement: tuple[float, float, float] | None = None
+    final: Interval | None = None
+    area_ratio: AreaRatio | None = None
+    improvement: Interval | None = None
     note: str = ""
-    curve: tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray] | None = None
+    curve: CurveCI | None = None
     matrix: np.ndarray | None = None
+    train_final: Interval | None = None
+    train_curve: CurveCI | None = None
+    versus: dict[str, Comparison | None] = field(default_factory=dict)
+
+    def add_note(self, text: str) -> None:
+        if text:
+            self.note = f"{self.note}; {text}" if self.note else text
 
     def row(self) -> dict[str, Any]:
         row: dict[str, Any] = {name: getattr(self.condition, name) for name in FIELDS}
         row["seeds"] = self.seeds
-        row["final_iqm"], row["final_iqm_low"], row["final_iqm_high"] = self.final
+        row.update(_interval_cells("final_iqm", self.final))
+        row.update(_interval_cells("final_train_iqm", self.train_final))
         if self.area_ratio is not None:
             point, low, high, significant = self.area_ratio
             row.update(area_ratio=point, area_ratio_low=low, area_ratio_high=high)
             row["significant"] = significant
         if self.improvement is not None:
-            row["p_improvement"], row["p_improvement_low"], row["p_improvement_high"] = (
-                self.improvement
-            )
+            row.update(_interval_cells("p_improvement", self.improvement))
+        for name, comparison in self.versus.items():
+            row.update(_versus_cells(name, comparison))
         row["note"] = self.note
         return row
 
 
-def summarise(curves: dict[Condition, Curves], reps: int, seed: int) -> list[Summary]:
-    """Final IQM, curve, and comparisons against the scratch runs of the same target."""
-    summaries: dict[Condition, Summary] = {}
-    for condition, runs in curves.items():
-        grid, matrix, info = align_curves(runs.steps, runs.values)
-        note = _truncation_note(info)
-        final = iqm_with_ci({"x": matrix[:, -1:]}, reps=reps, seed=seed)["x"]
-        curve = iqm_curve_with_ci({"x": matrix}, reps=reps, seed=seed)["x"]
-        summaries[condition] = Summary(
-            condition, len(runs.run_ids), final, note=note, curve=(grid, *curve), matrix=matrix
-        )
-    for condition, summary in summaries.items():
-        scratch = _scratch_for(condition, summaries)
-        if scratch is None or condition.is_scratch:
-            continue
-        _compare(summary, scratch, reps, seed)
+def _interval_cells(prefix: str, interval: Interval | None) -> dict[str, Any]:
+    point, low, high = interval if interval is not None else ("", "", "")
+    return {prefix: point, f"{prefix}_low": low, f"{prefix}_high": high}
+
+
+def _versus_cells(name: str, comparison: Comparison | None) -> dict[str, Any]:
+    """``area_ratio_vs_<name>`` (point, low, high), ``significant_vs_<name>``,
+    ``p_improvement_vs_<name>``; empty cells where there is no value."""
+    ratio = comparison.area_ratio if comparison is not None else None
+    point, low, high, significant = ratio if ratio is not None else ("", "", "", "")
+    improvement = comparison.improvement if comparison is not None else None
+    return {
+        f"area_ratio_vs_{name}": point,
+        f"area_ratio_vs_{name}_low": low,
+        f"area_ratio_vs_{name}_high": high,
+        f"significant_vs_{name}": significant,
+        f"p_improvement_vs_{name}": improvement[0] if improvement is not None else "",
+    }
+
+
+def summarise(
+    curves: dict[Condition, Curves],
+    reps: int,
+    seed: int,
+    train: dict[Condition, Curves] | None = None,
+    baselines: Iterable[str] = DEFAULT_BASELINES,
+) -> list[Summary]:
+    """Final IQMs (evaluation and training return), curves, and comparisons against the
+    scratch runs (``dense``) and the named sparse baselines of the same target."""
+    summaries = {c: _evaluation_summary(c, runs, reps, seed) for c, runs in curves.items()}
+    for condition, runs in (train or {}).items():
+        summary = summaries.setdefault(condition, Summary(condition, len(runs.run_ids)))
+        _add_training(summary, runs, reps, seed)
+    names = tuple(baselines)
+    for summary in summaries.values():
+        _add_comparisons(summary, summaries, names, reps, seed)
     return list(summaries.values())
 
 
-def _truncation_note(info: dict[str, Any]) -> str:
-    if info.get("dropped_steps"):
-        dropped, end = info["dropped_steps"], info.get("truncated_to")
-        return f"curves truncated to step {end} ({dropped} grid steps dropped)"
-    return ""
+def _evaluation_summary(condition: Condition, runs: Curves, reps: int, seed: int) -> Summary:
+    grid, matrix, info = align_curves(runs.steps, runs.values)
+    final = iqm_with_ci({"x": matrix[:, -1:]}, reps=reps, seed=seed)["x"]
+    curve = iqm_curve_with_ci({"x": matrix}, reps=reps, seed=seed)["x"]
+    summary = Summary(condition, len(runs.run_ids), final, curve=(grid, *curve), matrix=matrix)
+    summary.add_note(_truncation_note(info))
+    return summary
+
+
+def _add_training(summary: Summary, runs: Curves, reps: int, seed: int) -> None:
+    """Final training-return IQM with its CI, and the IQM training-return curve."""
+    grid, matrix, info = align_curves(runs.steps, runs.values)
+    summary.train_final = iqm_with_ci({"x": matrix[:, -1:]}, reps=reps, seed=seed)["x"]
+    summary.train_curve = (grid, *iqm_curve_with_ci({"x": matrix}, reps=reps, seed=seed)["x"])
+    summary.add_note(_truncation_note(info, "training curves"))
+
+
+def _add_comparisons(
+    summary: Summary,
+    summaries: dict[Condition, Summary],
+    baselines: tuple[str, ...],
+    reps: int,
+    seed: int,
+) -> None:
+    """vs dense (when named) for every non-scratch condition; vs each named sparse baseline
+    for transfers."""
+    condition = summary.condition
+    if summary.curve is None:  # training return only: nothing to compare
+        return
+    scratch = _scratch_for(condition, summaries)
+    if "dense" in baselines and scratch is not None and not condition.is_scratch:
+        comparison = _compare(summary, scratch, reps, seed)
+        summary.area_ratio, summary.improvement = comparison.area_ratio, comparison.improvement
+        summary.add_note(comparison.note)
+    if condition.condition != "transfer":
+        return
+    for name in (b for b in baselines if b != "dense"):
+        reference = _baseline_for(condition, name, summaries)
+        if reference is None:
+            summary.versus[name] = None
+            level = _rounded(condition.sparsity)
+            summary.add_note(f"no baseline-{name} runs on {condition.target} at s={level}")
+            continue
+        summary.versus[name] = _compare(summary, reference, reps, seed)
+        if summary.versus[name].note:
+            summary.add_note(f"vs {name}: {summary.versus[name].note}")
+
+
+def _truncation_note(info: dict[str, Any], what: str = "curves") -> str:
+    if not info.get("dropped_steps"):
+        return ""
+    span = [f"to step {info['truncated_to']}"] if info.get("truncated_to") is not None else []
+    if info.get("started_from") is not None:
+        span.insert(0, f"from step {info['started_from']}")
+    return f"{what} truncated {' '.join(span)} ({info['dropped_steps']} grid steps dropped)"
 
 
 def _scratch_for(condition: Condition, summaries: dict[Condition, Summary]) -> Summary | None:
-    """The dense-from-scratch runs of the same algo on the same target game."""
-    for other, summary in summaries.items():
-        if other.is_scratch and other.algo == condition.algo and other.target == condition.target:
-            return summary
+    """The dense-from-scratch runs of the same algo on the same target game: the
+    ``baseline-dense`` runs (trained like the transfers) if there are any, else the
+    ``train-dense`` runs on that game."""
+    matches = [
+        (other.condition != "baseline-dense", summary)
+        for other, summary in summaries.items()
+        if other.is_scratch and (other.algo, other.target) == (condition.algo, condition.target)
+    ]
+    for _, summary in sorted(matches, key=lambda pair: pair[0]):
+        return summary if summary.curve is not None else None
     return None
 
 
-def _compare(summary: Summary, scratch: Summary, reps: int, seed: int) -> None:
-    """Area ratio and probability of improvement against ``scratch`` on a shared grid."""
-    grid_a, grid_b = summary.curve[0], scratch.curve[0]
+def _baseline_for(
+    condition: Condition, name: str, summaries: dict[Condition, Summary]
+) -> Summary | None:
+    """The ``baseline-<name>`` runs of the same algo and target game at the same sparsity
+    (rounded to 2 decimals); the one with most seeds if several conditions match."""
+    level = _rounded(condition.sparsity)
+    matches = [
+        summary
+        for other, summary in summaries.items()
+        if other.condition == f"baseline-{name}"
+        and (other.algo, other.target) == (condition.algo, condition.target)
+        and _rounded(other.sparsity) == level
+        and summary.curve is not None
+    ]
+    return max(matches, key=lambda s: s.seeds, default=None)
+
+
+def _rounded(sparsity: str) -> str:
+    """A sparsity tag (``%.6g`` of the realised sparsity) rounded to 2 decimals, as text."""
+    try:
+        return f"{round(float(sparsity), 2):g}"
+    except ValueError:
+        return sparsity
+
+
+def _compare(summary: Summary, reference: Summary, reps: int, seed: int) -> Comparison:
+    """Area ratio and probability of improvement against ``reference`` on a shared grid."""
+    grid_a, grid_b = summary.curve[0], reference.curve[0]
     end = min(grid_a[-1], grid_b[-1])
     grid = np.union1d(grid_a[grid_a <= end], grid_b[grid_b <= end])
     if len(grid) < 2:
-        summary.note = (summary.note + "; " if summary.note else "") + "too few steps for an area"
-        return
+        return Comparison(note="too few steps for an area")
     ours = np.stack([np.interp(grid, grid_a, row) for row in summary.matrix])
-    theirs = np.stack([np.interp(grid, grid_b, row) for row in scratch.matrix])
+    theirs = np.stack([np.interp(grid, grid_b, row) for row in reference.matrix])
+    comparison = Comparison()
     try:
-        summary.area_ratio = area_ratio_ci(ours, theirs, grid, reps=reps, seed=seed)
+        comparison.area_ratio = area_ratio_ci(ours, theirs, grid, reps=reps, seed=seed)
     except ValueError as error:
-        summary.note = (summary.note + "; " if summary.note else "") + str(error)
-    summary.improvement = probability_of_improvement(
-        summary.matrix[:, -1:], scratch.matrix[:, -1:], reps=min(reps, 2000), seed=seed
+        comparison.note = str(error)
+    comparison.improvement = probability_of_improvement(
+        summary.matrix[:, -1:], reference.matrix[:, -1:], reps=min(reps, 2000), seed=seed
     )
+    return comparison
 
 
 # ------------------------------------------------------------------------------ tables
 def write_tables(summaries: list[Summary], folder: Path) -> list[Path]:
     """``conditions.csv`` and ``conditions.md``, one row per condition."""
     rows = [s.row() for s in sorted(summaries, key=lambda s: tuple(map(str, s.row().values())))]
-    columns = list(dict.fromkeys(key for row in rows for key in row))
+    columns = [key for key in dict.fromkeys(key for row in rows for key in row) if key != "note"]
+    columns.append("note")
     csv_path, md_path = folder / "conditions.csv", folder / "conditions.md"
     with csv_path.open("w", newline="") as handle:
         writer = csv.DictWriter(handle, columns)
@@ -335,23 +565,15 @@ def write_figures(
     folder: Path,
     reps: int,
     seed: int,
+    baselines: Iterable[str] = DEFAULT_BASELINES,
 ) -> list[Path]:
-    """Transfer grids, learning curves per target game, and plasticity over training."""
+    """Transfer grids (vs each named baseline), learning curves per target game (evaluation
+    score and training return), and plasticity over training."""
     files: list[Path] = []
-    grids: dict[tuple[str, ...], dict[tuple[str, str], Any]] = defaultdict(dict)
-    for s in summaries:
-        c = s.condition
-        if c.condition == "transfer" and s.area_ratio is not None:
-            grids[(c.algo, c.method, c.sparsity, c.weights, c.adapt)][(c.source, c.target)] = (
-                s.area_ratio
-            )
-    for key, cells in sorted(grids.items()):
-        games = sorted({g for pair in cells for g in pair})
-        title = f"area ratio vs dense from scratch: {' '.join(key)}"
-        files += figures.transfer_grid(cells, games, folder / _slug("grid", *key), title)
-    for target in sorted({s.condition.target for s in summaries}):
-        curves = {s.condition.label: s.curve for s in summaries if s.condition.target == target}
-        files += figures.learning_curves(curves, folder / _slug("curves", target), target)
+    for name in baselines:
+        files += _write_grids(summaries, folder, name)
+    files += _write_curves(summaries, folder, "curves", "IQM evaluation score")
+    files += _write_curves(summaries, folder, "train_curves", "IQM training return")
     panels: dict[str, dict[str, Any]] = defaultdict(dict)
     for condition, runs in plasticity.items():
         grid, matrix, _ = align_curves(runs.steps, runs.values)
@@ -367,34 +589,87 @@ def write_figures(
     return files
 
 
-def evaluate_study(study: str, folder: Path, reps: int = 10_000, seed: int = 0) -> list[Path]:
+def _ratio_vs(summary: Summary, name: str) -> AreaRatio | None:
+    if name == "dense":
+        return summary.area_ratio
+    comparison = summary.versus.get(name)
+    return comparison.area_ratio if comparison is not None else None
+
+
+def _write_grids(summaries: list[Summary], folder: Path, name: str) -> list[Path]:
+    """One source x target grid of area ratios vs baseline ``name`` per transfer setting:
+    ``grid_<setting>`` vs dense, ``grid_vs-<name>_<setting>`` vs a sparse baseline."""
+    grids: dict[tuple[str, ...], dict[tuple[str, str], AreaRatio]] = defaultdict(dict)
+    for s in summaries:
+        c, ratio = s.condition, _ratio_vs(s, name)
+        if c.condition == "transfer" and ratio is not None:
+            grids[(c.algo, c.method, c.sparsity, c.weights, c.adapt)][(c.source, c.target)] = ratio
+    prefix = ("grid",) if name == "dense" else ("grid", f"vs-{name}")
+    versus = "dense from scratch" if name == "dense" else f"{name} on target (same sparsity)"
+    files: list[Path] = []
+    for key, cells in sorted(grids.items()):
+        games = sorted({g for pair in cells for g in pair})
+        title = f"area ratio vs {versus}: {' '.join(key)}"
+        files += figures.transfer_grid(cells, games, folder / _slug(*prefix, *key), title)
+    return files
+
+
+def _write_curves(summaries: list[Summary], folder: Path, kind: str, ylabel: str) -> list[Path]:
+    """IQM learning curves per target game: ``kind`` is ``curves`` (evaluation score) or
+    ``train_curves`` (training return)."""
+    attribute = "curve" if kind == "curves" else "train_curve"
+    files: list[Path] = []
+    for target in sorted({s.condition.target for s in summaries}):
+        curves = {
+            s.condition.label: getattr(s, attribute)
+            for s in summaries
+            if s.condition.target == target and getattr(s, attribute) is not None
+        }
+        if curves:
+            title = target if kind == "curves" else f"{target}: training return"
+            files += figures.learning_curves(curves, folder / _slug(kind, target), title, ylabel)
+    return files
+
+
+def evaluate_study(
+    study: str,
+    folder: Path,
+    reps: int = 10_000,
+    seed: int = 0,
+    baselines: tuple[str, ...] = DEFAULT_BASELINES,
+) -> list[Path]:
     """Gather, summarise, write tables (and figures when available); returns the files."""
     folder.mkdir(parents=True, exist_ok=True)
     everything = scope_runs(study)
     runs = study_runs(study, everything)
-    summaries = summarise(metric_curves(runs, EVAL_METRIC), reps, seed)
+    evaluation = metric_curves(runs, EVAL_METRIC)
+    train = training_curves(runs, evaluation)
+    summaries = summarise(evaluation, reps, seed, train, baselines)
     files = write_tables(summaries, folder)
-    files += write_figures(summaries, metric_curves(runs, PLASTICITY_METRIC), folder, reps, seed)
+    plasticity = metric_curves(runs, PLASTICITY_METRIC)
+    files += write_figures(summaries, plasticity, folder, reps, seed, baselines)
     files += write_ticket_figures(ticket_levels(everything), folder, reps, seed)
-    (folder / "study.json").write_text(
-        json.dumps({"study": study, "runs": len(runs), "conditions": len(summaries)}, indent=2)
-    )
+    record = {"study": study, "runs": len(runs), "conditions": len(summaries)}
+    record["baselines"] = list(baselines)
+    (folder / "study.json").write_text(json.dumps(record, indent=2))
     files.append(folder / "study.json")
     return files
 
 
-def evaluate(study: str, output_dir: str, reps: str, seed: str) -> int:
+def evaluate(study: str, output_dir: str, reps: str, seed: str, baselines: str = "dense") -> int:
     """The entry point: evaluate ``study`` inside an MLflow run and log every output file."""
     from mlproject.errors import parse_int
     from mlproject.tracking import log_provenance
 
     repetitions = parse_int(reps, "reps", minimum=100)
     rng_seed = parse_int(seed, "seed", minimum=0)
+    names = parse_baselines(baselines)
     runs = study_runs(study)  # validate before a run opens
     with mlflow.start_run() as run:
         folder = Path(output_dir or f"evaluation/{run.info.run_id}").resolve()
-        log_provenance({"study": study, "reps": repetitions}, {f"{TAG}entry_point": ENTRY_POINT})
-        files = evaluate_study(study, folder, repetitions, rng_seed)
+        params = {"study": study, "reps": repetitions, "baselines": ",".join(names)}
+        log_provenance(params, {f"{TAG}entry_point": ENTRY_POINT})
+        files = evaluate_study(study, folder, repetitions, rng_seed, names)
         for path in files:
             mlflow.log_artifact(str(path), "evaluation")
         print(f"evaluate: {len(runs)} runs; tables and figures in {folder}")

@@ -77,6 +77,8 @@ def environment_record() -> dict[str, Any]:
     import torch
 
     commit, dirty = git_commit(Path(__file__).resolve().parent)
+    if commit == "unknown":  # an image without .git carries its commit (docker/build.sh)
+        commit = os.environ.get("SPARSE_TICKET_GIT_COMMIT", "unknown")
     return {
         "python": sys.version,
         "platform": platform.platform(),
@@ -126,9 +128,11 @@ class MlflowSink:
 
     def write(self, metrics: list[Metric]) -> None:
         now = int(time.time() * 1000)
+        # One millisecond apart: the store keys a point by (key, value, step, timestamp), so two
+        # episodes ending at the same step with the same score would otherwise collapse into one.
         points = [
-            MlflowMetric(key, float(value), now, int(step))
-            for key, value, step in metrics
+            MlflowMetric(key, float(value), now + index, int(step))
+            for index, (key, value, step) in enumerate(metrics)
             if step > self.skip_until
         ]
         for start in range(0, len(points), BATCH_LIMIT):

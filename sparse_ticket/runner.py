@@ -420,7 +420,12 @@ class Runner:
         self.sink.on_evaluation(self.eval_history)
 
     def _flush(self) -> None:
-        """Reduce the interval's update stats (one host sync) and hand all metrics to the sink."""
+        """Reduce the interval's update stats (one host sync) and hand all metrics to the sink.
+
+        The per-interval figures are written once per step: a second flush at the same step
+        (a log and a checkpoint interval that coincide, or the final evaluation) only hands on
+        what is pending, so no point is logged twice.
+        """
         start_step, start_time = self._interval_start
         now = time.perf_counter()
         if self.step > start_step:
@@ -431,19 +436,20 @@ class Runner:
                     self.step,
                 )
             )
-        if self._update_stats:
-            for key in self._update_stats[0]:
-                mean = torch.stack([s[key] for s in self._update_stats]).float().mean().item()
-                if math.isfinite(mean):
-                    self._pending.append((f"train/{key}", mean, self.step))
-            self._update_stats = []
-        if self._epsilon is not None:
-            self._pending.append(("train/epsilon", self._epsilon, self.step))
-        self._pending.append(("train/updates", float(self.updates), self.step))
-        self._pending.append(("progress/step", float(self.step), self.step))
-        self.sink.write(self._pending)
-        self._pending = []
-        self._interval_start = (self.step, now)
+            if self._update_stats:
+                for key in self._update_stats[0]:
+                    mean = torch.stack([s[key] for s in self._update_stats]).float().mean().item()
+                    if math.isfinite(mean):
+                        self._pending.append((f"train/{key}", mean, self.step))
+                self._update_stats = []
+            if self._epsilon is not None:
+                self._pending.append(("train/epsilon", self._epsilon, self.step))
+            self._pending.append(("train/updates", float(self.updates), self.step))
+            self._pending.append(("progress/step", float(self.step), self.step))
+            self._interval_start = (self.step, now)
+        if self._pending:
+            self.sink.write(self._pending)
+            self._pending = []
 
     def close(self) -> None:
         self.env.close()
