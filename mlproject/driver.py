@@ -189,14 +189,20 @@ def node_params(node: Node, run_ids: dict[str, str], key: str) -> dict[str, str]
     return params
 
 
+def resolve(node: Node, run_ids: dict[str, str], tracker: Tracker) -> tuple[dict[str, str], str]:
+    """A node's parameters and key, once its upstream runs are known."""
+    params = node_params(node, run_ids, tracker.key)
+    upstream = [run_ids[u] for u in node.upstream]
+    return params, node_key(node, params, tracker.code, upstream)
+
+
 def reusable(nodes: list[Node], tracker: Tracker) -> dict[str, str]:
     """The nodes that would be reused now (node id -> finished run id); changes nothing."""
     run_ids: dict[str, str] = {}
     for node in nodes:
         if not all(u in run_ids for u in node.upstream):
             continue
-        upstream = [run_ids[u] for u in node.upstream]
-        key = node_key(node, node_params(node, run_ids, tracker.key), tracker.code, upstream)
+        _, key = resolve(node, run_ids, tracker)
         finished = [r for r in tracker.runs_with_key(key) if r.info.status == "FINISHED"]
         if finished:
             run_ids[node.id] = finished[0].info.run_id
@@ -276,6 +282,7 @@ class Scheduler:
         self.running: dict[str, Running] = {}
         self.stop_requested = False
         self.blocked: set[str] = set()
+        self.decisions: dict[str, tuple[dict[str, str], str, Decision]] = {}
 
     def request_stop(self, *_: Any) -> None:
         self.stop_requested = True
@@ -309,10 +316,10 @@ class Scheduler:
 
     def _start(self, node: Node) -> bool:
         """Reuse, resume or launch ``node``; False when every worker is busy."""
-        params = node_params(node, self.outcome.run_ids, self.tracker.key)
-        upstream = [self.outcome.run_ids[u] for u in node.upstream]
-        key = node_key(node, params, self.tracker.code, upstream)
-        decision = self.tracker.decide(node, key)
+        if node.id not in self.decisions:  # once: a node may wait long for a worker
+            params, key = resolve(node, self.outcome.run_ids, self.tracker)
+            self.decisions[node.id] = (params, key, self.tracker.decide(node, key))
+        params, key, decision = self.decisions[node.id]
         if decision.action == "reuse":
             self._done(node, decision.run_id, "reuse")
             return True
@@ -351,6 +358,7 @@ class Scheduler:
             if code == 0 and self.tracker.status(item.run_id) == "FINISHED":
                 self._done(item.node, item.run_id, self.outcome.actions[node_id])
             elif not self.stop_requested:
+                self._end_unterminated(item.run_id, "FAILED")  # e.g. killed for memory
                 self.blocked.add(node_id)
                 self.outcome.failed.append(node_id)
                 say(f"FAILED {node_id} (exit {code}); log: {item.log}")
@@ -380,12 +388,13 @@ class Scheduler:
             except subprocess.TimeoutExpired:
                 os.killpg(item.process.pid, signal.SIGKILL)
             self._log_node_output(item)
-            client = self.tracker.client
-            if not RunStatus.is_terminated(
-                RunStatus.from_string(client.get_run(item.run_id).info.status)
-            ):
-                client.set_terminated(item.run_id, "KILLED")
+            self._end_unterminated(item.run_id, "KILLED")
         self.running.clear()
+
+    def _end_unterminated(self, run_id: str, status: str) -> None:
+        """End a node's run that its process left RUNNING (it died before it could)."""
+        if not RunStatus.is_terminated(RunStatus.from_string(self.tracker.status(run_id))):
+            self.tracker.client.set_terminated(run_id, status)
 
 
 def tail(path: Path, lines: int) -> list[str]:

@@ -35,8 +35,7 @@ from mlproject.driver import (
     absolute_tracking_uri,
     evaluation_filter,
     load,
-    node_key,
-    node_params,
+    resolve,
     study_key,
 )
 from mlproject.errors import InputError, parse_int
@@ -125,9 +124,7 @@ def plan_tasks(
     plan = Plan()
     run_ids: dict[str, str] = {}
     for node in nodes:
-        params = node_params(node, run_ids, tracker.key)
-        upstream = [run_ids[u] for u in node.upstream]
-        key = node_key(node, params, tracker.code, upstream)
+        params, key = resolve(node, run_ids, tracker)
         decision = tracker.decide(node, key)
         if decision.action == "reuse":
             run_ids[node.id] = decision.run_id

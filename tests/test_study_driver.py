@@ -11,6 +11,7 @@ from pathlib import Path
 
 import mlflow
 import pytest
+import torch
 
 from tests.conftest import ROOT, run_cli
 
@@ -188,3 +189,40 @@ def test_main_bad_input_is_one_line(tracking, args, message):
     assert result.returncode == 2
     assert result.stderr.strip().count("\n") == 0 and message in result.stderr
     assert mlflow.search_runs(search_all_experiments=True, output_format="list") == []
+
+
+FAILING = """
+description = "every node fails: CUDA on a machine without it"
+
+[study]
+run_preset = "minatar-smoke"
+algos = ["ddqn"]
+games = ["breakout"]
+seeds = [0]
+mask_methods = ["imp"]
+sparsities = [0.8]
+baselines = ["dense"]
+
+[study.overrides]
+"run.device" = "cuda"
+
+[study.steps]
+dense = 300
+mask = 100
+transfer = 200
+"""
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="needs a machine without CUDA")
+def test_a_failed_node_skips_what_depends_on_it(tracking, tmp_path):
+    study = tmp_path / "failing.toml"
+    study.write_text(FAILING)
+    result = run_cli("main", "--preset", str(study), "--workers", "2", check=False)
+    assert result.returncode == 1
+    assert "FAILED dense/ddqn/breakout/s0" in result.stdout
+    assert "FAILED baseline/ddqn/breakout/dense/s0" in result.stdout
+    # skipped: the mask, the transfer and the evaluation
+    assert "5 nodes: 0 ran, 0 reused, 2 failed, 3 skipped" in result.stdout
+    runs = runs_by_entry_point()
+    assert {r.info.status for r in node_runs()} == {"FAILED"}
+    assert [r.info.status for r in runs["main"]] == ["FAILED"]
