@@ -17,7 +17,6 @@ The generated scripts and task lists are written to ``--jobs-dir`` and logged wi
 
 from __future__ import annotations
 
-import os
 import shlex
 import subprocess
 import sys
@@ -35,12 +34,13 @@ from mlproject.driver import (
     absolute_tracking_uri,
     evaluation_filter,
     load,
+    parse_bool,
     resolve,
     study_key,
 )
 from mlproject.errors import InputError, parse_int
 from mlproject.study import Node, StudySpec, code_version
-from mlproject.train_dense import CHECKPOINT_ENV
+from mlproject.train_dense import CHECKPOINT_ENV, TrainRequest, checkpoint_root
 
 SHARED_FILESYSTEMS = ("nfs", "nfs4", "lustre", "gpfs", "beegfs", "cifs", "smb2", "cephfs", "fuse")
 RUN_TASK = PROJECT_ROOT / "slurm" / "run-task.sh"
@@ -271,7 +271,7 @@ def submit(request: SubmitRequest) -> int:
     """Plan, write and (unless a dry run) submit the study's array jobs."""
     check_container(request)
     resources = parse_resources(request)
-    dry = request.dry_run.strip().lower() in ("true", "1", "yes")
+    dry = parse_bool(request.dry_run, "dry_run")
     spec, nodes = load(StudyRequest(preset=request.preset))
     uri = absolute_tracking_uri()
     path = store_path(uri)
@@ -299,7 +299,7 @@ def submit(request: SubmitRequest) -> int:
     plan = plan_tasks(nodes, tracker, experiment_id, mlflow_cmd)
     jobs_dir = (Path(request.jobs_dir) / f"{spec.name}-{parent_id[:8]}").resolve()
     (jobs_dir / "logs").mkdir(parents=True, exist_ok=True)
-    checkpoints = Path(request.checkpoint_dir or _checkpoint_default()).resolve()
+    checkpoints = checkpoint_root(TrainRequest(checkpoint_dir=request.checkpoint_dir))
     environment = {
         "MLFLOW_TRACKING_URI": uri,
         "MLFLOW_EXPERIMENT_ID": experiment_id,
@@ -315,10 +315,6 @@ def submit(request: SubmitRequest) -> int:
     client.set_terminated(parent_id, "FINISHED")
     report(spec, plan, jobs, jobs_dir, dry)
     return 0
-
-
-def _checkpoint_default() -> str:
-    return os.environ.get(CHECKPOINT_ENV, "st_checkpoints")
 
 
 def ensure_experiment(client: mlflow.MlflowClient, name: str) -> str:
