@@ -17,8 +17,8 @@ The figures
 -----------
 ``loop_steps_per_s``
     Agent steps per second (one agent step = one step of one of the ``num_envs`` envs) of exactly
-    what :meth:`Runner.train` does per iteration, ``_collect(); _learn(); _periodic(previous)``,
-    in its learning phase: acting epsilon-greedily with epsilon already at ``eps_end`` (the value
+    what :meth:`Runner.train` does per iteration (``Runner.iterate``: act, store, learn, periodic
+    work), in its learning phase: acting epsilon-greedily with epsilon already at ``eps_end`` (the value
     of most of a run; it is printed), one ``batch_size`` update per ``train_freq`` agent steps,
     target syncs as they fall due. Warm-up (replay fill past ``learning_starts``, a few updates)
     is not timed.
@@ -281,11 +281,8 @@ def synchroniser(device: torch.device) -> Callable[[], None]:
 
 
 def loop_iteration(runner: Runner) -> None:
-    """One iteration of :meth:`Runner.train`'s loop, verbatim."""
-    previous = runner.step
-    runner._collect()
-    runner._learn()
-    runner._periodic(previous)
+    """One iteration of :meth:`Runner.train`'s loop."""
+    runner.iterate()
 
 
 def start_training(runner: Runner, budget: Budget) -> None:

@@ -31,6 +31,7 @@ from sparse_ticket.agents import make_agent
 from sparse_ticket.checkpoint import CheckpointError, CheckpointManager, load_checkpoint
 from sparse_ticket.config import TrainConfig, flatten
 from sparse_ticket.envs import EpisodicVecEnv, make_env
+from sparse_ticket.envs.base import StepResult
 from sparse_ticket.metrics.plasticity import PlasticityProbe
 from sparse_ticket.replay import FrameReplay
 from sparse_ticket.schedules import crossed, linear_schedule
@@ -304,24 +305,37 @@ class Runner:
     # ---------------------------------------------------------------------------- the loop
     def train(self) -> str:
         """Train to ``total_steps`` or an early stop; returns ``"finished"`` or ``"preempted"``."""
-        run = self.config.run
+        self.begin()
+        with stop_on_signals(self._stop), self.progress_bar() as bar:
+            while self.running():
+                bar.update(self.iterate())
+        return self.end()
+
+    def iterate(self) -> int:
+        """One iteration of the loop (act, store, learn, periodic work); the steps it took."""
+        previous = self.step
+        self._collect(self.agent.act(self.obs, self.epsilon(), self.act_rng))
+        self._learn()
+        self._periodic(previous)
+        return self.step - previous
+
+    def begin(self) -> None:
+        """Before the first iteration: reset the envs and evaluate at step 0 (a fresh run)."""
         if self.obs is None:
             self.obs = self.env.reset()
             self._start_replay_episodes()
             self._pending.extend(self.sparsity.metrics(0))
-            if run.eval_every:
+            if self.config.run.eval_every:
                 self._evaluate()
         self._interval_start = (self.step, time.perf_counter())
-        bar = tqdm(
-            total=run.total_steps, initial=self.step, unit="step", disable=self._bar_disabled()
-        )
-        with stop_on_signals(self._stop), bar:
-            while self.step < run.total_steps and not self._stop["stop"] and not self.stopped_early:
-                previous = self.step
-                self._collect()
-                self._learn()
-                self._periodic(previous)
-                bar.update(self.step - previous)
+
+    def running(self) -> bool:
+        """Whether another iteration is due (budget left, no stop signal, no early stop)."""
+        total = self.config.run.total_steps
+        return self.step < total and not self._stop["stop"] and not self.stopped_early
+
+    def end(self) -> str:
+        """After the last iteration: the final evaluation and checkpoint; the outcome."""
         if self._stop["stop"]:
             self._flush()
             self.save_checkpoint()
@@ -332,23 +346,34 @@ class Runner:
         self.save_checkpoint(include_replay=False)
         return "finished"
 
-    def _bar_disabled(self) -> bool | None:
-        return None if self.progress is None else not self.progress
-
-    def _collect(self) -> None:
-        """One vector step: act, store the transitions, note finished episodes."""
-        run = self.config.run
-        epsilon = linear_schedule(
-            self.step, run.eps_start, run.eps_end, int(run.eps_decay_fraction * run.total_steps)
+    def progress_bar(self) -> tqdm:
+        """A step progress bar (shown on a terminal unless ``progress`` says otherwise)."""
+        return tqdm(
+            total=self.config.run.total_steps,
+            initial=self.step,
+            unit="step",
+            disable=None if self.progress is None else not self.progress,
         )
-        actions = self.agent.act(self.obs, epsilon, self.act_rng)
-        result = self.env.step(actions)
+
+    def epsilon(self) -> float:
+        """The exploration epsilon of the current step (linear decay, Mnih et al. 2015)."""
+        run = self.config.run
+        decay_steps = int(run.eps_decay_fraction * run.total_steps)
+        return linear_schedule(self.step, run.eps_start, run.eps_end, decay_steps)
+
+    def _collect(self, actions: np.ndarray) -> None:
+        """One vector step with ``actions``: store the transitions, note finished episodes."""
+        self.store(actions, self.env.step(actions))
+
+    def store(self, actions: np.ndarray, result: StepResult) -> None:
+        """Record the vector step ``result`` of ``actions``: replay, step count, episodes."""
         self.replay.add_step(
             actions, result.rewards, result.terminals, self.env.latest_frame(result.next_obs)
         )
         if result.reset_mask.any():
             self.replay.add_reset(result.reset_mask, self.env.latest_frame(result.obs))
         self.obs = result.obs
+        self._epsilon = self.epsilon()
         self.step += self.env.num_envs
         for episode in result.finished:
             self.episode_scores.append(episode.score)
@@ -356,25 +381,32 @@ class Runner:
             self._pending.append(("train/episode_length", float(episode.length), self.step))
         if result.finished and self.early_stop is not None:
             self.stopped_early = self.early_stop(self.episode_scores)
-        self._epsilon = epsilon
 
-    def _learn(self) -> None:
-        """Pay the update debt: one update per ``train_freq`` agent steps after learning starts."""
+    def updates_due(self) -> int:
+        """Pay the update debt: the updates due now, one per ``train_freq`` agent steps."""
         run = self.config.run
         if self.step < run.learning_starts or len(self.replay) < self.config.agent.batch_size:
-            return
+            return 0
         self.update_debt += self.env.num_envs / run.train_freq
+        due = 0
         while self.update_debt >= 1.0:
-            self._update_stats.append(
-                self.agent.update(self.replay.sample(self.config.agent.batch_size))
-            )
-            self.updates += 1
+            due += 1
             self.update_debt -= 1.0
+        return due
+
+    def record_update(self, stats: dict[str, torch.Tensor]) -> None:
+        """Keep one update's device-side metrics until the next flush (no host sync here)."""
+        self._update_stats.append(stats)
+        self.updates += 1
+
+    def _learn(self) -> None:
+        for _ in range(self.updates_due()):
+            self.record_update(self.agent.update(self.sample_batch()))
 
     def _periodic(self, previous: int) -> None:
         run = self.config.run
         self._snapshot_rewind_point(previous)
-        self._pending.extend(self.sparsity.step(previous, self.step, self._sample))
+        self._pending.extend(self.sparsity.step(previous, self.step, self.sample_batch))
         if crossed(previous, self.step, self.config.agent.target_update):
             self.agent.sync_target()
         if crossed(previous, self.step, run.eval_every):
@@ -397,7 +429,8 @@ class Runner:
         for key, value in self.probe.measure(self.agent).items():
             self._pending.append((f"plasticity/{key}", value, self.step))
 
-    def _sample(self) -> Any:
+    def sample_batch(self) -> Any:
+        """One training batch from the replay (the runner's own sampling stream)."""
         return self.replay.sample(self.config.agent.batch_size)
 
     # ------------------------------------------------------------------- evaluation, metrics

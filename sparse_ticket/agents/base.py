@@ -40,6 +40,7 @@ __all__ = [
     "Agent",
     "DeviceBatch",
     "MaskedParameters",
+    "explore_draws",
     "make_optimizer",
     "make_target",
     "optimizer_step",
@@ -134,6 +135,20 @@ def optimizer_step(
     if masked is not None:
         masked.apply()
     return grad_norm.detach()
+
+
+def explore_draws(
+    rng: np.random.Generator, n: int, epsilon: float, num_actions: int
+) -> tuple[np.ndarray, np.ndarray]:
+    """The random half of epsilon-greedy acting for ``n`` rows: ``(actions, greedy)``.
+
+    Always exactly ``n`` uniforms, then ``n`` random actions, whatever ``epsilon`` is, so the
+    generator's stream does not depend on the exploration schedule. ``actions`` ``(n,)`` int64
+    holds the random actions; the caller overwrites the rows where ``greedy`` ``(n,)`` is True.
+    """
+    explore = rng.random(n) < epsilon
+    actions = rng.integers(num_actions, size=n, dtype=np.int64)
+    return actions, ~explore
 
 
 def _cpu_copy(value: Any) -> Any:
@@ -281,6 +296,15 @@ class Agent(ABC):
         the training loop can aggregate many updates before one host synchronisation.
         """
 
+    def grad_norm_metrics(self, norms: Mapping[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+        """The gradient-norm metrics of one update from each role's pre-clip norm.
+
+        One network: ``grad_norm``. :class:`~sparse_ticket.agents.population.Population` steps
+        many agents at once and reports through this, so its metrics match :meth:`update`'s.
+        """
+        (norm,) = norms.values()
+        return {"grad_norm": norm}
+
     # ------------------------------------------------------------------------------ building
     def _build(self, num_outputs: int) -> ValueNetwork:
         """A fresh network of this agent's encoder, on its device."""
@@ -331,14 +355,16 @@ class Agent(ABC):
         Returns:
             ``(N,)`` int64 actions.
         """
-        if obs.ndim != len(self.obs_shape) + 1 or tuple(obs.shape[1:]) != self.obs_shape:
-            raise ValueError(f"obs must have shape (N, {self.obs_shape}), got {obs.shape}")
-        explore = rng.random(obs.shape[0]) < epsilon
-        actions = rng.integers(self.num_actions, size=obs.shape[0], dtype=np.int64)
-        greedy = ~explore
+        self.check_obs(obs)
+        actions, greedy = explore_draws(rng, obs.shape[0], epsilon, self.num_actions)
         if greedy.any():
             actions[greedy] = self.greedy_actions(obs[greedy])
         return actions
+
+    def check_obs(self, obs: np.ndarray) -> None:
+        """Raise a ValueError unless ``obs`` is a batch ``(N, *obs_shape)``."""
+        if obs.ndim != len(self.obs_shape) + 1 or tuple(obs.shape[1:]) != self.obs_shape:
+            raise ValueError(f"obs must have shape (N, {self.obs_shape}), got {obs.shape}")
 
     def greedy_actions(self, obs: np.ndarray) -> np.ndarray:
         """``argmax_a Q(s, a)`` of the online Q network, ``(N,)`` int64 for ``obs`` ``(N, ...)``."""

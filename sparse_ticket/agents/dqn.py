@@ -72,5 +72,4 @@ class DDQN(Agent):
     def update(self, batch: ReplayBatch) -> dict[str, torch.Tensor]:
         """One Adam step on the Double DQN TD loss of ``batch`` (``B`` transitions)."""
         losses, metrics = self._losses(batch)
-        metrics["grad_norm"] = self._step("q", losses["q"])
-        return metrics
+        return {**metrics, **self.grad_norm_metrics({"q": self._step("q", losses["q"])})}

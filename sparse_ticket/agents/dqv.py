@@ -13,6 +13,7 @@ per network, each with its own gradient clipping.
 from __future__ import annotations
 
 from abc import abstractmethod
+from collections.abc import Mapping
 from typing import TYPE_CHECKING
 
 import torch
@@ -97,13 +98,15 @@ class _QualityValueAgent(Agent):
     def update(self, batch: ReplayBatch) -> dict[str, torch.Tensor]:
         """One Adam step for V and one for Q on ``batch`` (``B`` transitions)."""
         losses, metrics = self._losses(batch)
-        v_grad_norm = self._step("v", losses["v"])
-        q_grad_norm = self._step("q", losses["q"])
+        norms = {role: self._step(role, losses[role]) for role in ("v", "q")}
+        return {**metrics, **self.grad_norm_metrics(norms)}
+
+    def grad_norm_metrics(self, norms: Mapping[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+        """``grad_norm`` (the larger of the two), ``v_grad_norm`` and ``q_grad_norm``."""
         return {
-            **metrics,
-            "grad_norm": torch.maximum(v_grad_norm, q_grad_norm),
-            "v_grad_norm": v_grad_norm,
-            "q_grad_norm": q_grad_norm,
+            "grad_norm": torch.maximum(norms["v"], norms["q"]),
+            "v_grad_norm": norms["v"],
+            "q_grad_norm": norms["q"],
         }
 
 

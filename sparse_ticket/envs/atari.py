@@ -74,6 +74,13 @@ class AtariBackend(Backend):
         obs, rewards, terminals, truncations, _ = self.env.step(actions.astype(np.int64))
         return obs, rewards, terminals, truncations
 
+    def send(self, actions: np.ndarray) -> None:
+        self.env.send(actions.astype(np.int64))
+
+    def recv(self) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+        obs, rewards, terminals, truncations, _ = self.env.recv()
+        return obs, rewards, terminals, truncations
+
     def latest_frame(self, obs: np.ndarray) -> np.ndarray:
         return obs[:, -1]
 

@@ -70,6 +70,19 @@ class Backend(ABC):
     def step(self, actions: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
         """Step all sub-envs; return (obs (N, *O) uint8, rewards (N,), terminals, truncations)."""
 
+    def send(self, actions: np.ndarray) -> None:
+        """Start a step without waiting for it (:meth:`recv` collects it).
+
+        Backends whose emulators run in threads of their own override both, so a population's
+        K vector envs step at the same time; the default steps here and now.
+        """
+        self._sent: tuple[np.ndarray, ...] | None = self.step(actions)
+
+    def recv(self) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+        """The result of the step :meth:`send` started."""
+        result, self._sent = self._sent, None
+        return result
+
     @abstractmethod
     def latest_frame(self, obs: np.ndarray) -> np.ndarray:
         """The newest frame of each observation: (N, *O) -> (N, *frame_shape)."""
@@ -90,6 +103,7 @@ class EpisodicVecEnv:
         self.lengths = np.zeros(n, dtype=np.int64)
         self.actions_since_reset: list[list[int]] = [[] for _ in range(n)]
         self.obs: np.ndarray | None = None
+        self._actions: np.ndarray | None = None  # of a step started by step_async
 
     num_envs = property(lambda self: self.backend.num_envs)
     num_actions = property(lambda self: self.backend.num_actions)
@@ -117,7 +131,20 @@ class EpisodicVecEnv:
 
     def step(self, actions: np.ndarray) -> StepResult:
         """Step every sub-env; finished ones are reset at once with their next episode's seed."""
-        next_obs, rewards, terminals, truncations = self.backend.step(actions)
+        self.step_async(actions)
+        return self.step_wait()
+
+    def step_async(self, actions: np.ndarray) -> None:
+        """Start :meth:`step` (the emulators run while the caller does other work)."""
+        self._actions = actions
+        self.backend.send(actions)
+
+    def step_wait(self) -> StepResult:
+        """Finish the step :meth:`step_async` started."""
+        actions, self._actions = self._actions, None
+        if actions is None:
+            raise RuntimeError("step_wait without a step_async")
+        next_obs, rewards, terminals, truncations = self.backend.recv()
         rewards = rewards.astype(np.float32, copy=False)
         self.scores += rewards
         self.lengths += 1
