@@ -5,6 +5,11 @@ Usage::
     python benchmarks/throughput.py [--game pong] [--algo ddqn] [--device cpu|cuda]
         [--num-envs 4] [--steps N] [--threads T] [--repeats 3] [--quick] [--json]
         [--profile] [--overrides "key=value ..."]
+        [--members K[,K...] [--batching auto|loop|vmap[,...]] [--study paper]]
+
+MinAtar instead of Atari: ``--game breakout --overrides "env.suite=minatar agent.encoder=minatar
+env.frame_stack=1"`` (the settings of ``mlproject/presets/minatar.toml`` that make it MinAtar; the
+others there are schedule lengths the benchmark sets itself).
 
 Every figure is measured on the same :class:`~sparse_ticket.config.TrainConfig` (the full-scale
 protocol of ``TrainConfig()``, with a 100k replay, learning that starts after a few thousand steps,
@@ -18,10 +23,10 @@ The figures
 ``loop_steps_per_s``
     Agent steps per second (one agent step = one step of one of the ``num_envs`` envs) of exactly
     what :meth:`Runner.train` does per iteration (``Runner.iterate``: act, store, learn, periodic
-    work), in its learning phase: acting epsilon-greedily with epsilon already at ``eps_end`` (the value
-    of most of a run; it is printed), one ``batch_size`` update per ``train_freq`` agent steps,
-    target syncs as they fall due. Warm-up (replay fill past ``learning_starts``, a few updates)
-    is not timed.
+    work), in its learning phase: acting epsilon-greedily with epsilon already at ``eps_end``
+    (the value of most of a run; it is printed), one ``batch_size`` update per ``train_freq`` agent
+    steps, target syncs as they fall due. Warm-up (replay fill past ``learning_starts``, a few
+    updates) is not timed.
 ``env_steps_per_s``
     Agent steps per second of a second vector env built the same way (``make_env``, the same
     ``num_envs``), stepped with random actions and no agent: the emulators plus the Python
@@ -62,6 +67,49 @@ machine (other jobs, or torch's OpenMP threads descheduled mid-kernel) rerun bef
 
 ``--json`` prints one JSON object (the figures above plus the setup and every repeat's value);
 ``--profile`` adds one cProfile'd loop run after the measurements (top functions to stderr).
+
+Population figures
+------------------
+``--members 1,2,4,8,16`` measures :class:`~sparse_ticket.population.PopulationRunner` instead:
+K runners of the benchmark's config (seeds ``--seed`` .. ``--seed + K - 1``, each with a
+:class:`~sparse_ticket.runner.NullSink` and a temporary checkpoint directory of its own, each with
+a ``REPLAY_CAPACITY`` replay) trained in lock-step by one population, for every K given and every
+``--batching`` given (``loop,vmap`` compares the two in one invocation; ``auto`` resolves to vmap
+on CUDA, loop on CPU, and a batching that resolves to one already listed is measured once). The
+single-run figures above are then **not** measured (nor ``--masked`` and ``--profile``): a
+population run is long enough on its own; run the benchmark again without ``--members`` for them.
+
+Every population is built and warmed up first, as the single run is (``begin()`` on each member,
+then ``PopulationRunner.iterate`` until every member is past ``learning_starts`` with an update
+done, then ``warmup_updates`` more updates per member); then each repeat times one run of every
+(K, batching) in turn, so drift of a shared machine hits them alike. All populations are alive at
+once (K members each hold their envs, emulator threads and replay; on CUDA a device replay mirror
+each while it fits, see ``run.replay_device``). A timed run is ``ceil(steps / num_envs)``
+population iterations, i.e. the single-run loop's agent steps *per member*.
+
+``per_member_steps_per_s``
+    Agent steps per second of one member (every member advances the same steps per iteration):
+    member steps of the timed run / its wall time, the median over ``--repeats`` (min and max
+    beside it).
+``aggregate_steps_per_s``
+    ``K * per_member_steps_per_s``: agent steps per second of all K members together.
+``speedup_vs_k1``
+    ``aggregate_steps_per_s / aggregate_steps_per_s`` at ``K = 1`` of the same batching in the
+    same invocation (``null`` in JSON, blank in the table, when 1 is not among ``--members``).
+``batching``, ``replay``
+    The batching the population resolved (``loop`` or ``vmap``) and the members' replay class
+    (``DeviceFrameReplay`` or ``FrameReplay``; a mix is listed with counts).
+``study_device_hours``
+    Device-hours of the ``--study`` preset (default ``paper``: about 43.8G agent steps) at this
+    aggregate rate: ``study_agent_steps / aggregate_steps_per_s / 3600``, where
+    ``study_agent_steps`` is the total the study's dry run reports (``mlproject.driver.load``
+    and ``mlproject.study.dag_size``). It assumes every run of the study trains in a full
+    population of K at this rate (runs of one shape, the evaluation node aside), which the
+    study's grid may not allow for large K.
+
+``--json`` then prints the setup, ``study`` (name, agent steps, training runs) and
+``population``: one object per (K, batching) with the figures above, ``members``,
+``requested_batching``, every repeat's per-member value and ``noisy`` (max/min > 1.2).
 """
 
 from __future__ import annotations
@@ -90,6 +138,7 @@ import numpy as np
 import torch
 
 from sparse_ticket.agents import Agent, make_agent
+from sparse_ticket.agents.population import BATCHING, resolve_batching
 from sparse_ticket.config import (
     ALGOS,
     ConfigError,
@@ -100,6 +149,7 @@ from sparse_ticket.config import (
     validate,
 )
 from sparse_ticket.envs import EpisodicVecEnv, make_env
+from sparse_ticket.population import PopulationRunner
 from sparse_ticket.replay import FrameReplay, ReplayBatch
 from sparse_ticket.runner import Runner, derive_seed
 from sparse_ticket.schedules import linear_schedule
@@ -166,7 +216,11 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         description="Training-loop throughput against the env and update limits.",
         formatter_class=argparse.ArgumentDefaultsHelpFormatter,
     )
-    parser.add_argument("--game", default="pong", help="ALE game (snake_case)")
+    parser.add_argument(
+        "--game",
+        default="pong",
+        help="game (snake_case): ALE, or MinAtar with env.suite=minatar in --overrides",
+    )
     parser.add_argument("--algo", default="ddqn", choices=ALGOS)
     parser.add_argument("--device", default="cpu", help="cpu, cuda or cuda:N")
     parser.add_argument("--num-envs", type=int, default=4, help="parallel training envs")
@@ -197,7 +251,31 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument(
         "--profile", action="store_true", help="cProfile one more loop run (top costs to stderr)"
     )
+    parser.add_argument(
+        "--members",
+        default="",
+        help="population sizes K to measure instead of the single run, e.g. 1,2,4,8,16 "
+        "(see 'Population figures' in the module docstring)",
+    )
+    parser.add_argument(
+        "--batching",
+        default="auto",
+        help=f"population batching, one or more of {','.join(BATCHING)} (comma-separated; "
+        "several are interleaved in one run); with --members only",
+    )
+    parser.add_argument(
+        "--study",
+        default="paper",
+        help="study preset whose device-hours are reported at each population's rate",
+    )
     args = parser.parse_args(argv)
+    try:
+        args.members = parse_members(args.members)
+        args.batching = parse_batching(args.batching)
+    except ValueError as error:
+        parser.error(str(error))
+    if args.members and args.profile:
+        parser.error("--profile profiles the single-run loop: leave out --members")
     for name in ("num_envs", "repeats"):
         if getattr(args, name) < 1:
             parser.error(f"--{name.replace('_', '-')} must be >= 1")
@@ -206,6 +284,31 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     if args.threads < 0:
         parser.error("--threads must be >= 0")
     return args
+
+
+def parse_members(text: str) -> list[int]:
+    """Population sizes ``"1,2,4"`` -> ``[1, 2, 4]`` (sorted, each once; ``""`` -> ``[]``)."""
+    if not text.strip():
+        return []
+    sizes = []
+    for word in text.split(","):
+        try:
+            size = int(word)
+        except ValueError:
+            raise ValueError(f"--members: {word.strip()!r} is not an integer") from None
+        if size < 1:
+            raise ValueError(f"--members: sizes must be >= 1, got {size}")
+        sizes.append(size)
+    return sorted(set(sizes))
+
+
+def parse_batching(text: str) -> list[str]:
+    """Requested batchings ``"loop,vmap"`` -> ``["loop", "vmap"]`` (in order, each once)."""
+    choices = [word.strip() for word in text.split(",")]
+    for choice in choices:
+        if choice not in BATCHING:
+            raise ValueError(f"--batching: {choice!r} is not one of {', '.join(BATCHING)}")
+    return list(dict.fromkeys(choices))
 
 
 def check_device(name: str) -> torch.device:
@@ -285,18 +388,36 @@ def loop_iteration(runner: Runner) -> None:
     runner.iterate()
 
 
+def population_iteration(population: PopulationRunner) -> None:
+    """One iteration of :meth:`PopulationRunner.train`'s loop (every member)."""
+    population.iterate()
+
+
+def warm_up(iterate: Callable[[], None], runners: list[Runner], budget: Budget) -> None:
+    """Call ``iterate`` until every runner learns, then ``warmup_updates`` more updates each."""
+    while any(r.step < r.config.run.learning_starts or r.updates == 0 for r in runners):
+        iterate()
+    targets = [runner.updates + budget.warmup_updates for runner in runners]
+    while any(runner.updates < target for runner, target in zip(runners, targets, strict=True)):
+        iterate()
+    for runner in runners:
+        runner._flush()
+
+
 def start_training(runner: Runner, budget: Budget) -> None:
     """Do what ``Runner.train`` does before its loop, then fill the replay and warm up."""
     runner.obs = runner.env.reset()
     every_env = np.ones(runner.env.num_envs, dtype=bool)
     runner.replay.add_reset(every_env, runner.env.latest_frame(runner.obs))
     runner._interval_start = (runner.step, time.perf_counter())
-    while runner.step < runner.config.run.learning_starts or runner.updates == 0:
-        loop_iteration(runner)
-    target = runner.updates + budget.warmup_updates
-    while runner.updates < target:
-        loop_iteration(runner)
-    runner._flush()
+    warm_up(lambda: loop_iteration(runner), [runner], budget)
+
+
+def start_population(population: PopulationRunner, budget: Budget) -> None:
+    """Do what ``PopulationRunner.train`` does before its loop, then fill and warm up alike."""
+    for runner in population.runners:
+        runner.begin()
+    warm_up(lambda: population_iteration(population), population.runners, budget)
 
 
 def time_loop(runner: Runner, steps: int, sync: Callable[[], None]) -> float:
@@ -314,6 +435,24 @@ def time_loop(runner: Runner, steps: int, sync: Callable[[], None]) -> float:
     # Outside the timer: hand the buffered update stats to the (null) sink so they stay bounded.
     runner._flush()
     return (runner.step - start_step) / elapsed
+
+
+def time_population(population: PopulationRunner, steps: int, sync: Callable[[], None]) -> float:
+    """Agent steps per second *of one member* over ``steps`` (rounded up) steps per member."""
+    first = population.runners[0]
+    iterations = math.ceil(steps / first.env.num_envs)
+    if population.step + iterations * first.env.num_envs >= first.config.run.total_steps:
+        raise ConfigError("run.total_steps is too small: the benchmark would end training")
+    start_step = population.step
+    sync()
+    start = time.perf_counter()
+    for _ in range(iterations):
+        population_iteration(population)
+    sync()
+    elapsed = time.perf_counter() - start
+    for runner in population.runners:  # outside the timer, as in time_loop
+        runner._flush()
+    return (population.step - start_step) / elapsed
 
 
 def time_env(env: EpisodicVecEnv, steps: int, rng: np.random.Generator) -> float:
@@ -418,6 +557,17 @@ def package_version(name: str) -> str:
         return metadata.version(name)
     except metadata.PackageNotFoundError:
         return "not installed"
+
+
+def versions() -> dict[str, str]:
+    """The versions that decide the figures."""
+    return {
+        "python": platform.python_version(),
+        "torch": torch.__version__,
+        "ale_py": package_version("ale-py"),
+        "numpy": np.__version__,
+        "sparse_ticket": package_version("sparse-ticket"),
+    }
 
 
 def env_threads(config: TrainConfig) -> int:
@@ -556,13 +706,7 @@ def run_benchmark(args: argparse.Namespace) -> dict[str, Any]:
         "values": {key: figure.values for key, figure in figures.items()},
         "cpu_model": cpu_model(),
         "cpu_count": os.cpu_count(),
-        "versions": {
-            "python": platform.python_version(),
-            "torch": torch.__version__,
-            "ale_py": package_version("ale-py"),
-            "numpy": np.__version__,
-            "sparse_ticket": package_version("sparse-ticket"),
-        },
+        "versions": versions(),
         "noisy": [
             key
             for key, figure in figures.items()
@@ -592,6 +736,158 @@ def masked_runner(config: TrainConfig, sparsity: float, directory: str) -> Runne
     masked_config = copy.deepcopy(config)
     apply_overrides(masked_config, {"sparsity.regime": "static", "sparsity.sparsity": sparsity})
     return Runner(masked_config, Path(directory) / "masked", progress=False)
+
+
+# ------------------------------------------------------------------------------ population
+
+
+@dataclass
+class PopulationCell:
+    """One measured population: K members under one batching."""
+
+    members: int
+    requested: str
+    """The ``--batching`` value that asked for it (``auto`` or the resolved name)."""
+    population: PopulationRunner
+    per_member: Figure
+
+
+def build_population(
+    config: TrainConfig, members: int, batching: str, directory: Path
+) -> PopulationRunner:
+    """``members`` runners of ``config`` (seeds ``seed`` .. ``seed + members - 1``) as one."""
+    runners: list[Runner] = []
+    try:
+        for index in range(members):
+            member = copy.deepcopy(config)
+            apply_overrides(member, {"seed": config.seed + index})
+            runners.append(Runner(member, directory / f"member-{index}", progress=False))
+        return PopulationRunner(runners, batching)
+    except BaseException:
+        for runner in runners:
+            runner.close()
+        raise
+
+
+def replay_kind(population: PopulationRunner) -> str:
+    """The members' replay class name (with counts if they differ)."""
+    names = [type(runner.replay).__name__ for runner in population.runners]
+    counts = {name: names.count(name) for name in dict.fromkeys(names)}
+    if len(counts) == 1:
+        return names[0]
+    return " + ".join(f"{count} {name}" for name, count in counts.items())
+
+
+def study_size(name: str) -> dict[str, Any]:
+    """The study preset's total agent steps and training runs, as its dry run counts them."""
+    # Imported here: mlflow comes with the driver and costs a few seconds.
+    from mlproject.driver import StudyRequest, load
+    from mlproject.errors import InputError
+    from mlproject.study import dag_size
+
+    try:
+        spec, nodes = load(StudyRequest(preset=name))
+    except InputError as error:
+        raise ConfigError(f"--study {name}: {error}") from None
+    sizes = dag_size(nodes)
+    return {
+        "name": spec.name,
+        "agent_steps": sizes["total"].agent_steps,
+        "training_runs": sizes["total"].runs - sizes["evaluate"].runs,
+    }
+
+
+def run_population_benchmark(args: argparse.Namespace) -> dict[str, Any]:
+    """Measure every (K, batching) population; returns the JSON-ready result."""
+    wall_start = time.perf_counter()
+    budget = QUICK_BUDGET if args.quick else DEFAULT_BUDGET
+    steps = args.steps or budget.loop_steps
+    config = build_config(args, budget)
+    device = check_device(config.run.device)
+    sync = synchroniser(device)
+    study = study_size(args.study)  # first: a bad --study fails before minutes of warm-up
+    requested: dict[str, str] = {}  # resolved batching -> the --batching value asking for it
+    for name in args.batching:
+        requested.setdefault(resolve_batching(name, device), name)
+
+    cells: list[PopulationCell] = []
+    with tempfile.TemporaryDirectory(prefix="throughput-") as root:
+        try:
+            for size in args.members:
+                for batching, asked in requested.items():
+                    directory = Path(root) / f"{batching}-{size}"
+                    try:
+                        population = build_population(config, size, batching, directory)
+                    except ValueError as error:  # an unknown game or algorithm
+                        raise ConfigError(str(error)) from None
+                    cells.append(PopulationCell(size, asked, population, Figure([])))
+            for cell in cells:
+                start_population(cell.population, budget)
+            first = cells[0].population.runners[0]
+            epsilon = first.epsilon()
+            for _ in range(args.repeats):
+                for cell in cells:
+                    cell.per_member.values.append(time_population(cell.population, steps, sync))
+            epsilon_end = first.epsilon()
+            replay_fill = len(first.replay)
+            replays = [replay_kind(cell.population) for cell in cells]
+            resolved = [cell.population.population.batching for cell in cells]
+        finally:
+            for cell in cells:
+                cell.population.close()
+
+    k1 = {
+        batching: cell.members * cell.per_member.median
+        for cell, batching in zip(cells, resolved, strict=True)
+        if cell.members == 1
+    }
+    rows = []
+    for cell, batching, replay in zip(cells, resolved, replays, strict=True):
+        per_member = cell.per_member.median
+        aggregate = cell.members * per_member
+        values = cell.per_member.values
+        rows.append(
+            {
+                "members": cell.members,
+                "batching": batching,
+                "requested_batching": cell.requested,
+                "replay": replay,
+                "per_member_steps_per_s": per_member,
+                "aggregate_steps_per_s": aggregate,
+                "speedup_vs_k1": aggregate / k1[batching] if batching in k1 else None,
+                "study_device_hours": study["agent_steps"] / aggregate / 3600,
+                "values": values,
+                "noisy": max(values) > NOISY * min(values),
+            }
+        )
+    return {
+        "population": rows,
+        "study": study,
+        "device_hours_unit": "GPU-hours" if device.type == "cuda" else "CPU-hours",
+        "members": args.members,
+        "batchings": list(requested),
+        "game": config.game,
+        "algo": config.agent.algo,
+        "suite": config.env.suite,
+        "device": str(device),
+        "gpu": torch.cuda.get_device_name(device) if device.type == "cuda" else None,
+        "threads": torch.get_num_threads(),
+        "env_threads": env_threads(config),
+        "num_envs": config.env.num_envs,
+        "train_freq": config.run.train_freq,
+        "batch_size": config.agent.batch_size,
+        "epsilon": epsilon,
+        "epsilon_at_end": epsilon_end,
+        "replay_fill": replay_fill,
+        "replay_capacity": config.run.replay_capacity,
+        "steps_per_member_per_run": math.ceil(steps / config.env.num_envs) * config.env.num_envs,
+        "repeats": args.repeats,
+        "quick": args.quick,
+        "cpu_model": cpu_model(),
+        "cpu_count": os.cpu_count(),
+        "versions": versions(),
+        "wall_s": time.perf_counter() - wall_start,
+    }
 
 
 # ---------------------------------------------------------------------------------- output
@@ -678,14 +974,106 @@ def format_report(result: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
+def format_population_report(result: dict[str, Any]) -> str:
+    """The human-readable population report: the setup, then one row per (K, batching)."""
+    versions = result["versions"]
+    device = result["device"] + (f" ({result['gpu']})" if result["gpu"] else "")
+    eps = result["epsilon"]
+    eps_text = (
+        f"{eps:g}"
+        if eps == result["epsilon_at_end"]
+        else f"{eps:g} -> {result['epsilon_at_end']:g}"
+    )
+    study, unit = result["study"], result["device_hours_unit"]
+    setup = [
+        ("game / algo", f"{result['game']} ({result['suite']}) / {result['algo']}"),
+        ("device", device),
+        ("cpu", f"{result['cpu_model']} ({result['cpu_count']} logical CPUs)"),
+        ("threads", f"torch {result['threads']}, emulator {result['env_threads']} per member"),
+        ("num_envs", f"{result['num_envs']} per member"),
+        (
+            "loop",
+            f"epsilon {eps_text}, 1 update of {result['batch_size']} per "
+            f"{result['train_freq']} agent steps per member, replay {result['replay_fill']:,} / "
+            f"{result['replay_capacity']:,} per member",
+        ),
+        (
+            "budget",
+            f"{result['repeats']} x {result['steps_per_member_per_run']:,} agent steps per member "
+            f"per population (interleaved), {result['wall_s']:.0f} s in all",
+        ),
+        (
+            "versions",
+            f"python {versions['python']}, torch {versions['torch']}, "
+            f"ale-py {versions['ale_py']}, numpy {versions['numpy']}",
+        ),
+    ]
+    width = max(len(key) for key, _ in setup)
+    lines = [f"{key:<{width}}  {value}" for key, value in setup]
+
+    header = (
+        "K",
+        "batching",
+        "replay",
+        "per-member",
+        "min",
+        "max",
+        "aggregate",
+        "speedup_vs_k1",
+        f"{study['name']} {unit}",
+    )
+    rows = [header]
+    for row in result["population"]:
+        speedup = row["speedup_vs_k1"]
+        rows.append(
+            (
+                str(row["members"]),
+                row["batching"],
+                row["replay"],
+                f"{row['per_member_steps_per_s']:,.1f}",
+                f"{min(row['values']):,.1f}",
+                f"{max(row['values']):,.1f}",
+                f"{row['aggregate_steps_per_s']:,.1f}",
+                "" if speedup is None else f"{speedup:.2f}",
+                f"{row['study_device_hours']:,.0f}",
+            )
+        )
+    left = {1, 2}  # batching and replay are words
+    widths = [max(len(row[i]) for row in rows) for i in range(len(header))]
+    lines.append("")
+    for row in rows:
+        cells = [
+            cell.ljust(widths[i]) if i in left else cell.rjust(widths[i])
+            for i, cell in enumerate(row)
+        ]
+        lines.append("  ".join(cells).rstrip())
+    lines += [
+        "",
+        "per-member, min, max: agent steps/s of one member (median, min and max of the repeats);",
+        "aggregate = K x per-member; speedup_vs_k1 = aggregate / aggregate at K=1, same batching",
+        f"{unit}: the {study['name']} study's {study['agent_steps']:,} agent steps "
+        f"({study['training_runs']:,} training runs) / aggregate / 3600,",
+        "  assuming every run trains in a full population of K at this rate",
+    ]
+    noisy = [f"K={r['members']} {r['batching']}" for r in result["population"] if r["noisy"]]
+    if noisy:
+        lines.append("")
+        lines.append(
+            f"noisy: {', '.join(noisy)} (max/min > {NOISY:g}); "
+            "rerun on a quiet machine before quoting these"
+        )
+    return "\n".join(lines)
+
+
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
+    benchmark = run_population_benchmark if args.members else run_benchmark
     try:
         if args.json:
             with stdout_to_stderr():
-                result = run_benchmark(args)
+                result = benchmark(args)
         else:
-            result = run_benchmark(args)
+            result = benchmark(args)
     except ConfigError as error:
         print(f"error: {error}", file=sys.stderr)
         return 2
@@ -694,6 +1082,8 @@ def main(argv: list[str] | None = None) -> int:
         print(profile, file=sys.stderr)
     if args.json:
         print(json.dumps(result))
+    elif args.members:
+        print(format_population_report(result))
     else:
         print(format_report(result))
     return 0

@@ -46,6 +46,30 @@ def train_dense_command(**params: str) -> None:
     sys.exit(train_dense(TrainRequest(**params)))
 
 
+@cli.command("train-members")
+@click.option(
+    "--runs",
+    default="",
+    help="Comma-separated ids of pre-created train-dense/transfer runs to train together.",
+)
+@click.option(
+    "--batching",
+    default="auto",
+    show_default=True,
+    help="loop (bit-identical to training alone), vmap (stacked; the GPU's) or auto.",
+)
+@click.option("--checkpoint-dir", default="", help="Root of local checkpoints.")
+def train_members_command(runs: str, batching: str, checkpoint_dir: str) -> None:
+    """Train several runs of one shape in one process (one population; each its own run)."""
+    from mlproject.members import train_members
+    from sparse_ticket.agents.population import BATCHING
+
+    if batching not in BATCHING:
+        raise InputError(f"unknown batching {batching!r} (one of {', '.join(BATCHING)})")
+    ids = [run_id.strip() for run_id in runs.split(",") if run_id.strip()]
+    sys.exit(train_members(ids, batching, checkpoint_dir))
+
+
 @cli.command("find-mask")
 @click.option("--method", default="imp", show_default=True, help="imp, gmp or random.")
 @click.option("--game", default="pong", show_default=True, help="The source game.")

@@ -24,7 +24,7 @@ from typing import Any
 
 import mlflow
 from mlflow.entities import Metric as MlflowMetric
-from mlflow.entities import RunStatus
+from mlflow.entities import Param, RunStatus, RunTag
 
 from sparse_ticket.runner import Metric
 
@@ -91,27 +91,31 @@ def environment_record() -> dict[str, Any]:
     }
 
 
-def log_provenance(config_flat: dict[str, Any], tags: dict[str, str]) -> None:
+def log_provenance(
+    config_flat: dict[str, Any], tags: dict[str, str], run_id: str | None = None
+) -> None:
     """Log the full config as params, and versions/commit as tags and artifacts.
 
-    ``mlflow run`` has already logged the MLproject parameters; a config key of the same name
-    (``game``, ``seed``) keeps that value in the params (MLflow refuses to change a param), and
-    ``config.json`` holds the canonical one.
+    Into ``run_id``, else the active run. ``mlflow run`` has already logged the MLproject
+    parameters; a config key of the same name (``game``, ``seed``) keeps that value in the
+    params (MLflow refuses to change a param), and ``config.json`` holds the canonical one.
     """
     record = environment_record()
-    run = mlflow.active_run()
-    existing = mlflow.MlflowClient().get_run(run.info.run_id).data.params if run else {}
-    mlflow.log_params({k: v for k, v in config_flat.items() if k not in existing})
-    mlflow.set_tags(
-        {
-            **tags,
-            f"{TAG_PREFIX}git_commit": record["git_commit"],
-            f"{TAG_PREFIX}git_dirty": str(record["git_dirty"]).lower(),
-            **{f"{TAG_PREFIX}version.{k}": v for k, v in record["packages"].items()},
-        }
-    )
-    mlflow.log_dict(config_flat, "config.json")
-    mlflow.log_dict(record, "environment.json")
+    run_id = run_id or mlflow.active_run().info.run_id
+    client = mlflow.MlflowClient()
+    existing = client.get_run(run_id).data.params
+    params = [Param(k, str(v)) for k, v in config_flat.items() if k not in existing]
+    all_tags = {
+        **tags,
+        f"{TAG_PREFIX}git_commit": record["git_commit"],
+        f"{TAG_PREFIX}git_dirty": str(record["git_dirty"]).lower(),
+        **{f"{TAG_PREFIX}version.{k}": v for k, v in record["packages"].items()},
+    }
+    for start in range(0, len(params), 100):  # the store's params-per-batch limit
+        client.log_batch(run_id, params=params[start : start + 100])
+    client.log_batch(run_id, tags=[RunTag(k, str(v)) for k, v in all_tags.items()])
+    client.log_dict(run_id, config_flat, "config.json")
+    client.log_dict(run_id, record, "environment.json")
 
 
 class MlflowSink:
@@ -170,14 +174,18 @@ def end_run_if_active(status: str) -> None:
             client.set_terminated(run_id, status)
 
 
-def log_weights(weights: dict[str, Any], name: str, scratch: Path) -> None:
-    """Save ``weights`` with torch.save and log them as ``checkpoints/<name>``."""
+def log_weights(
+    weights: dict[str, Any], name: str, scratch: Path, run_id: str | None = None
+) -> None:
+    """Save ``weights`` with torch.save and log them as ``checkpoints/<name>`` of ``run_id``
+    (else of the active run)."""
     import torch
 
     scratch.mkdir(parents=True, exist_ok=True)
     path = scratch / name
     torch.save(weights, path)
-    mlflow.log_artifact(str(path), "checkpoints")
+    run_id = run_id or mlflow.active_run().info.run_id
+    mlflow.MlflowClient().log_artifact(run_id, str(path), "checkpoints")
 
 
 def write_json(path: Path, payload: Any) -> None:

@@ -227,9 +227,14 @@ def train_in_active_run(runner: Runner, scratch: Path) -> int:
         )
         end_run_if_active("KILLED")
         return EXIT_PREEMPTED
-    log_weights(runner.agent.weights_state_dict(), "final.pt", scratch)
+    log_final_weights(runner, scratch)
+    return 0
+
+
+def log_final_weights(runner: Runner, scratch: Path, run_id: str | None = None) -> None:
+    """``final.pt``, and the late-rewinding point of a later find-mask ``--dense-run``
+    (``step_<k>.pt``, Frankle et al. 2020), into ``run_id`` (else the active run)."""
+    log_weights(runner.agent.weights_state_dict(), "final.pt", scratch, run_id)
     k = runner.config.sparsity.imp_rewind_step
     if k > 0 and runner.rewind_weights is not None:
-        # The late-rewinding point of a later find-mask --dense-run (Frankle et al. 2020).
-        log_weights(runner.rewind_weights, f"step_{k}.pt", scratch)
-    return 0
+        log_weights(runner.rewind_weights, f"step_{k}.pt", scratch, run_id)

@@ -119,6 +119,10 @@ class RunConfig:
     """States in the probe batch, drawn once from the replay at the first measurement."""
     device: str = "cpu"
     """Torch device (``cpu``, ``cuda``, ``cuda:1``)."""
+    replay_device: str = "auto"
+    """Where replay batches are sampled: ``host`` (numpy, then copied to the device), ``device``
+    (a mirror of the frames on the training device, sampled there: bit-identical batches), or
+    ``auto`` (the device when training on CUDA and the frames fit in half its free memory)."""
     torch_threads: int = 0
     """Intra-op threads for torch on CPU (0: torch's default, the physical cores)."""
 
@@ -291,6 +295,10 @@ def validate(config: TrainConfig) -> None:
         (0.0 <= config.run.eval_epsilon <= 1.0, "run.eval_epsilon must be in [0, 1]"),
         (0.0 < config.run.eps_decay_fraction <= 1.0, "run.eps_decay_fraction must be in (0, 1]"),
         (config.agent.loss in ("huber", "mse"), "agent.loss must be huber or mse"),
+        (
+            config.run.replay_device in ("auto", "host", "device"),
+            "run.replay_device must be auto, host or device",
+        ),
         (config.agent.algo in ALGOS, f"unknown algo {config.agent.algo!r} ({', '.join(ALGOS)})"),
         (config.env.suite in SUITES, f"unknown env suite {config.env.suite!r} (atari or minatar)"),
         (config.agent.encoder in ENCODERS, f"unknown encoder {config.agent.encoder!r}"),

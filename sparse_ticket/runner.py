@@ -29,11 +29,11 @@ from tqdm import tqdm
 
 from sparse_ticket.agents import make_agent
 from sparse_ticket.checkpoint import CheckpointError, CheckpointManager, load_checkpoint
-from sparse_ticket.config import TrainConfig, flatten
+from sparse_ticket.config import RunConfig, TrainConfig, flatten
 from sparse_ticket.envs import EpisodicVecEnv, make_env
 from sparse_ticket.envs.base import StepResult
 from sparse_ticket.metrics.plasticity import PlasticityProbe
-from sparse_ticket.replay import FrameReplay
+from sparse_ticket.replay import DeviceFrameReplay, FrameReplay
 from sparse_ticket.schedules import crossed, linear_schedule
 from sparse_ticket.sparsity.controller import SparsityController
 from sparse_ticket.sparsity.masks import Mask
@@ -131,6 +131,25 @@ def probe_parameters(config: TrainConfig) -> dict[str, torch.Tensor]:
     return agent.named_parameters()
 
 
+def make_replay(
+    run: RunConfig, num_envs: int, frame_shape: tuple[int, ...], stack: int, seed: int
+) -> FrameReplay:
+    """The replay of ``run.replay_device``: sampled on the host, or on the training device.
+
+    Both draw the same batches from the same seed (the device one mirrors the frames on the
+    device and gathers there, so an update copies indices instead of 1.8 MB of Atari frames).
+    """
+    device = torch.device(run.device)
+    on_device = run.replay_device == "device" or (
+        run.replay_device == "auto"
+        and device.type == "cuda"
+        and DeviceFrameReplay.fits(run.replay_capacity, num_envs, frame_shape, device)
+    )
+    if on_device:
+        return DeviceFrameReplay(run.replay_capacity, num_envs, frame_shape, stack, seed, device)
+    return FrameReplay(run.replay_capacity, num_envs, frame_shape, stack, seed=seed)
+
+
 @contextmanager
 def stop_on_signals(flag: dict[str, bool]) -> Iterator[None]:
     """Turn SIGTERM/SIGINT into ``flag["stop"] = True`` for the duration of the block."""
@@ -202,12 +221,12 @@ class Runner:
         self.early_stop = early_stop
         self.probe: PlasticityProbe | None = None
         self.episode_scores: list[float] = []
-        self.replay = FrameReplay(
-            run.replay_capacity,
+        self.replay = make_replay(
+            run,
             self.env.num_envs,
             self.env.frame_shape,
             config.env.frame_stack,
-            seed=derive_seed(config.seed, "replay"),
+            derive_seed(config.seed, "replay"),
         )
         self.act_rng = np.random.default_rng(derive_seed(config.seed, "explore"))
         self.checkpoints = CheckpointManager(checkpoint_dir, keep=run.keep_checkpoints)

@@ -1,0 +1,226 @@
+"""``train-members``: train several pre-created runs in one process, as one population.
+
+The study driver and the SLURM launcher pack up to ``members_per_task`` nodes of the same
+shape (the same entry point and parameters but for the seed and the seed's own upstream
+runs) into one process, so one GPU trains K runs at once
+(:class:`~sparse_ticket.population.PopulationRunner`). Every member is still its own MLflow
+run, created beforehand with the parameters and entry-point tag an ``mlflow run`` of it would
+have logged; this process logs into each one exactly what ``train-dense`` or ``transfer``
+would (provenance, ``config.json``, metrics, ``init.pt`` / ``final.pt``, checkpoints, status), so
+a member's run cannot be told apart from a run trained alone, and with ``loop`` batching its
+metrics and weights are the same bit for bit.
+
+Members resume like single runs: each from its own newest complete checkpoint. Members whose
+checkpoints are of different steps train as separate populations, one after another; finished
+members are left alone.
+"""
+
+from __future__ import annotations
+
+import shlex
+import sys
+import tempfile
+from dataclasses import dataclass, field, fields
+from pathlib import Path
+from typing import Any
+
+import mlflow
+from mlflow.entities import Param
+
+from mlproject.errors import EXIT_PREEMPTED, InputError
+from mlproject.tracking import MlflowSink, last_logged_step, log_provenance, log_weights
+from mlproject.train_dense import (
+    CHECKPOINT_TAG,
+    TrainRequest,
+    build_config,
+    checkpoint_root,
+    fetch_checkpoint,
+    log_final_weights,
+    run_checkpoint_dir,
+    run_config,
+)
+from mlproject.transfer import TransferRequest, plan_transfer
+from sparse_ticket.checkpoint import CheckpointError
+from sparse_ticket.config import flatten
+from sparse_ticket.population import PopulationRunner
+from sparse_ticket.runner import Runner
+
+ENTRY_POINT_TAG = "mlflow.project.entryPoint"
+PACKABLE = {"train-dense": TrainRequest, "transfer": TransferRequest}
+"""Entry points whose runs can train as population members, and their request types."""
+
+
+@dataclass
+class Member:
+    """One run of the population: its request and what it trains from."""
+
+    run_id: str
+    entry_point: str
+    runner_args: dict[str, Any] = field(default_factory=dict)
+    tags: dict[str, str] = field(default_factory=dict)
+    checkpoint: Path | None = None
+    resumed: bool = False
+
+
+def member_tags(entry_point: str) -> dict[str, str]:
+    """The tags ``mlflow run`` would set on a run of ``entry_point`` (beside its params)."""
+    return {ENTRY_POINT_TAG: entry_point, "mlflow.source.type": "PROJECT"}
+
+
+def create_member_run(
+    experiment_id: str,
+    entry_point: str,
+    params: dict[str, str],
+    tags: dict[str, str] | None = None,
+    run_name: str | None = None,
+) -> str:
+    """Create a run for ``train-members`` with what ``mlflow run -e <entry_point>`` would log.
+
+    ``params`` are the entry point's MLproject parameters as strings (``game``, ``seed``,
+    ``mask``...), logged as the run's params; ``tags`` are added (a study's node tags).
+    """
+    if entry_point not in PACKABLE:
+        raise ValueError(f"{entry_point} runs cannot train as population members")
+    client = mlflow.MlflowClient()
+    run = client.create_run(
+        experiment_id, run_name=run_name, tags={**(tags or {}), **member_tags(entry_point)}
+    )
+    # As `mlflow run` logs string parameters: shell-quoted (what its command line received).
+    logged = [Param(k, shlex.quote(str(v))) for k, v in params.items()]
+    client.log_batch(run.info.run_id, params=logged)
+    return run.info.run_id
+
+
+def request_of(run: Any) -> tuple[str, TrainRequest]:
+    """The entry point and request a pre-created run was made for (its tag and params)."""
+    entry_point = run.data.tags.get(ENTRY_POINT_TAG, "")
+    if entry_point not in PACKABLE:
+        raise InputError(
+            f"run {run.info.run_id} is a {entry_point or 'untagged'} run; train-members trains "
+            f"runs of {' or '.join(PACKABLE)}"
+        )
+    kind = PACKABLE[entry_point]
+    names = {f.name for f in fields(kind)} - {"resume", "checkpoint_dir"}
+    params = {k: _unquote(v) for k, v in run.data.params.items() if k in names}
+    return entry_point, kind(**params)
+
+
+def _unquote(value: str) -> str:
+    """A parameter as the entry point received it (``mlflow run`` logs it shell-quoted)."""
+    words = shlex.split(value)
+    return words[0] if len(words) == 1 else value
+
+
+def prepare(run_id: str, root: TrainRequest) -> tuple[Member, Runner | None]:
+    """A member and its runner (None when the run has finished already)."""
+    client = mlflow.MlflowClient()
+    try:
+        run = client.get_run(run_id)
+    except mlflow.exceptions.MlflowException:
+        raise InputError(
+            f"no MLflow run with id {run_id!r} in {mlflow.get_tracking_uri()}"
+        ) from None
+    if run.info.status == "FINISHED":
+        return Member(run_id, run.data.tags.get(ENTRY_POINT_TAG, "")), None
+    if run.data.tags.get("sparse_ticket.entry_point") in PACKABLE:  # it has trained before
+        return _resumed(run_id, root)
+    entry_point, request = request_of(run)
+    request.checkpoint_dir = root.checkpoint_dir
+    if entry_point == "transfer":
+        plan = plan_transfer(request)
+        config, tags = plan.config, plan.tags
+        args = {"initial_weights": plan.initial_weights, "initial_mask": plan.initial_mask}
+    else:
+        config, tags, args = build_config(request), {"sparse_ticket.entry_point": entry_point}, {}
+    directory = checkpoint_root(request) / run_id
+    member = Member(run_id, entry_point, args, {**tags, CHECKPOINT_TAG: str(directory)})
+    return member, Runner(config, directory, MlflowSink(run_id), progress=False, **args)
+
+
+def _resumed(run_id: str, root: TrainRequest) -> tuple[Member, Runner]:
+    config = run_config(run_id)
+    directory = run_checkpoint_dir(root, run_id)
+    path = fetch_checkpoint(run_id, directory)
+    if path is None:
+        raise InputError(f"run {run_id} has no complete checkpoint to resume from")
+    sink = MlflowSink(run_id, skip_until=last_logged_step(run_id))
+    member = Member(run_id, "resume", checkpoint=path, resumed=True)
+    return member, Runner(config, directory, sink, progress=False)
+
+
+def train_members(run_ids: list[str], batching: str, checkpoint_dir: str = "") -> int:
+    """Train the runs ``run_ids`` together; the process exit code."""
+    if not run_ids:
+        raise InputError("train-members needs --runs RUN_ID[,RUN_ID...]")
+    root = TrainRequest(checkpoint_dir=checkpoint_dir)
+    prepared = [prepare(run_id, root) for run_id in run_ids]
+    groups = _groups([(m, r) for m, r in prepared if r is not None])
+    for member, runner in prepared:
+        if runner is None:
+            say(f"run {member.run_id} already finished")
+    codes = [_train_group(group, batching) for group in groups]
+    return max(codes, default=0)
+
+
+def _groups(pairs: list[tuple[Member, Runner]]) -> list[list[tuple[Member, Runner]]]:
+    """Members that start from the same step train together (fresh ones all at step 0)."""
+    by_step: dict[int, list[tuple[Member, Runner]]] = {}
+    for member, runner in pairs:
+        step = 0
+        if member.resumed:
+            try:
+                step = runner.resume(member.checkpoint)
+            except CheckpointError as error:
+                raise InputError(str(error)) from None
+        by_step.setdefault(step, []).append((member, runner))
+    return list(by_step.values())
+
+
+def _train_group(group: list[tuple[Member, Runner]], batching: str) -> int:
+    members, runners = [m for m, _ in group], [r for _, r in group]
+    try:
+        population = PopulationRunner(runners, batching)
+    except ValueError as error:
+        raise InputError(f"these runs cannot train together: {error}") from None
+    population.population.relink()  # resumed members loaded optimiser state of their own
+    client = mlflow.MlflowClient()
+    scratch = Path(tempfile.mkdtemp())
+    for member, runner in group:
+        client.update_run(member.run_id, status="RUNNING")
+        if not member.resumed:
+            log_provenance(_config_flat(runner), member.tags, member.run_id)
+            log_weights(runner.initial_weights(), "init.pt", scratch / member.run_id, member.run_id)
+        else:
+            print(
+                f"train-members: resuming run {member.run_id} at step {runner.step}",
+                file=sys.stderr,
+            )
+    try:
+        outcomes = population.train()
+    except BaseException:
+        for member in members:
+            client.set_terminated(member.run_id, "FAILED")
+        raise
+    finally:
+        population.close()
+    for (member, runner), outcome in zip(group, outcomes, strict=True):
+        if outcome == "preempted":
+            client.set_terminated(member.run_id, "KILLED")
+            continue
+        log_final_weights(runner, scratch / member.run_id, member.run_id)
+        client.set_terminated(member.run_id, "FINISHED")
+    if "preempted" in outcomes:
+        say(
+            f"stopped by signal at step {population.step}; checkpoints written, "
+            "run the same command again to resume"
+        )
+        return EXIT_PREEMPTED
+    return 0
+
+
+def _config_flat(runner: Runner) -> dict[str, Any]:
+    return flatten(runner.config)
+
+
+def say(text: str) -> None:
+    print(f"train-members: {text}", file=sys.stderr, flush=True)
