@@ -103,9 +103,11 @@ population iterations, i.e. the single-run loop's agent steps *per member*.
     Device-hours of the ``--study`` preset (default ``paper``: about 43.8G agent steps) at this
     aggregate rate: ``study_agent_steps / aggregate_steps_per_s / 3600``, where
     ``study_agent_steps`` is the total the study's dry run reports (``mlproject.driver.load``
-    and ``mlproject.study.dag_size``). It assumes every run of the study trains in a full
-    population of K at this rate (runs of one shape, the evaluation node aside), which the
-    study's grid may not allow for large K.
+    and ``mlproject.study.dag_size``). It assumes every training run of the study trains in a
+    full population of K at this rate (this benchmark's game and algorithm stand for all of
+    them). A :class:`PopulationRunner` needs K runs of one config but their seeds (or masks and
+    initial weights) at a time: the ``paper`` study has 10 seeds per condition, so read K > 10
+    as what packing conditions of one shape together would give.
 
 ``--json`` then prints the setup, ``study`` (name, agent steps, training runs) and
 ``population``: one object per (K, batching) with the figures above, ``members``,
@@ -276,6 +278,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         parser.error(str(error))
     if args.members and args.profile:
         parser.error("--profile profiles the single-run loop: leave out --members")
+    if not args.members and args.batching != ["auto"]:
+        parser.error("--batching is for populations: give --members too")
     for name in ("num_envs", "repeats"):
         if getattr(args, name) < 1:
             parser.error(f"--{name.replace('_', '-')} must be >= 1")
@@ -559,7 +563,7 @@ def package_version(name: str) -> str:
         return "not installed"
 
 
-def versions() -> dict[str, str]:
+def version_info() -> dict[str, str]:
     """The versions that decide the figures."""
     return {
         "python": platform.python_version(),
@@ -706,7 +710,7 @@ def run_benchmark(args: argparse.Namespace) -> dict[str, Any]:
         "values": {key: figure.values for key, figure in figures.items()},
         "cpu_model": cpu_model(),
         "cpu_count": os.cpu_count(),
-        "versions": versions(),
+        "versions": version_info(),
         "noisy": [
             key
             for key, figure in figures.items()
@@ -885,7 +889,7 @@ def run_population_benchmark(args: argparse.Namespace) -> dict[str, Any]:
         "quick": args.quick,
         "cpu_model": cpu_model(),
         "cpu_count": os.cpu_count(),
-        "versions": versions(),
+        "versions": version_info(),
         "wall_s": time.perf_counter() - wall_start,
     }
 

@@ -175,6 +175,12 @@ def evaluate_command(study: str, output_dir: str, reps: str, seed: str, baseline
     default="",
     help="Agent steps/s per run for the dry run's GPU-hour estimate (default: the preset's).",
 )
+@click.option(
+    "--members-per-task",
+    default="1",
+    show_default=True,
+    help="Pack up to K runs of one shape (seeds) into one process, trained as one population.",
+)
 def main_command(**params: str) -> None:
     """Run a whole study: dense -> masks -> transfers and baselines -> evaluate."""
     sys.exit(main_study(StudyRequest(**params)))
@@ -212,6 +218,12 @@ def slurm_group() -> None:
 @click.option("--jobs-dir", default="slurm_jobs", show_default=True, help="Scripts and logs.")
 @click.option("--checkpoint-dir", default="", help="Checkpoints on a shared filesystem.")
 @click.option("--dry-run", default="false", show_default=True, help="true: write, don't submit.")
+@click.option(
+    "--members-per-task",
+    default="1",
+    show_default=True,
+    help="Pack up to K runs of one shape (seeds) into one task, trained as one population.",
+)
 def slurm_submit_command(**params) -> None:
     """Turn a study's DAG into array jobs chained with --dependency=afterok, and submit them."""
     from mlproject.slurm import SubmitRequest, submit

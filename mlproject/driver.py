@@ -38,6 +38,7 @@ import mlflow
 from mlflow.entities import RunStatus
 
 from mlproject.errors import EXIT_PREEMPTED, InputError, parse_int
+from mlproject.members import PACKABLE, describe_run
 from mlproject.study import (
     Node,
     StudySpec,
@@ -69,6 +70,7 @@ class StudyRequest:
     dry_run: str = "false"
     output_dir: str = "studies"
     steps_per_sec: str = ""
+    members_per_task: str = "1"
 
 
 # ----------------------------------------------------------------------------- planning
@@ -224,6 +226,18 @@ def node_command(node: Node, params: dict[str, str], run_id: str, experiment_id:
     return command
 
 
+def members_command(run_ids: list[str]) -> list[str]:
+    """``train-members`` of a pack of pre-created runs (one population in one process)."""
+    return [sys.executable, "-m", "mlproject", "train-members", "--runs", ",".join(run_ids)]
+
+
+def pack_key(node: Node, params: dict[str, str]) -> str:
+    """Nodes with equal keys can train as one population: the same entry point and
+    parameters but for the seed and the seed's own upstream runs."""
+    shape = {k: v for k, v in sorted(params.items()) if k != "seed" and k not in node.refs}
+    return json.dumps([node.entry_point, node.stage, shape])
+
+
 def node_environment(workers: int) -> dict[str, str]:
     """The children's environment: our tracking store, no parent run, a share of the cores."""
     env = {k: v for k, v in os.environ.items() if k not in ("MLFLOW_RUN_ID",)}
@@ -243,10 +257,10 @@ def absolute_tracking_uri() -> str:
 
 @dataclass
 class Running:
-    """A node in flight."""
+    """A process in flight: one node, or a pack of nodes trained as one population."""
 
-    node: Node
-    run_id: str
+    nodes: list[Node]
+    run_ids: list[str]
     process: subprocess.Popen
     log: Path
 
@@ -273,10 +287,18 @@ class Outcome:
 class Scheduler:
     """Runs a DAG's nodes in order of readiness, at most ``workers`` processes at a time."""
 
-    def __init__(self, nodes: list[Node], tracker: Tracker, workers: int, log_dir: Path) -> None:
+    def __init__(
+        self,
+        nodes: list[Node],
+        tracker: Tracker,
+        workers: int,
+        log_dir: Path,
+        members_per_task: int = 1,
+    ) -> None:
         self.nodes = nodes
         self.tracker = tracker
         self.workers = workers
+        self.members_per_task = members_per_task
         self.log_dir = log_dir
         self.outcome = Outcome()
         self.running: dict[str, Running] = {}
@@ -301,6 +323,7 @@ class Scheduler:
 
     def _start_ready(self, pending: deque[Node]) -> deque[Node]:
         waiting: deque[Node] = deque()
+        ready: list[Node] = []
         for node in pending:
             upstream = node.upstream
             if any(u in self.blocked for u in upstream):
@@ -310,29 +333,57 @@ class Scheduler:
             if not all(u in self.outcome.run_ids for u in upstream) or self.stop_requested:
                 waiting.append(node)
                 continue
-            if not self._start(node):
-                waiting.append(node)
+            ready.append(node)
+        left = {node.id for unit in self._units(ready) if not self._start(unit) for node in unit}
+        waiting.extend(node for node in ready if node.id in left)
         return waiting
 
-    def _start(self, node: Node) -> bool:
-        """Reuse, resume or launch ``node``; False when every worker is busy."""
+    def _decide(self, node: Node) -> tuple[dict[str, str], str, Decision]:
         if node.id not in self.decisions:  # once: a node may wait long for a worker
             params, key = resolve(node, self.outcome.run_ids, self.tracker)
             self.decisions[node.id] = (params, key, self.tracker.decide(node, key))
-        params, key, decision = self.decisions[node.id]
-        if decision.action == "reuse":
-            self._done(node, decision.run_id, "reuse")
-            return True
+        return self.decisions[node.id]
+
+    def _units(self, ready: list[Node]) -> list[list[Node]]:
+        """The ready nodes to launch, alone or packed; reused nodes are done at once."""
+        units: list[list[Node]] = []
+        packs: dict[str, list[Node]] = {}
+        for node in ready:
+            params, _, decision = self._decide(node)
+            if decision.action == "reuse":
+                self._done(node, decision.run_id, "reuse")
+            elif self.members_per_task > 1 and node.entry_point in PACKABLE:
+                packs.setdefault(pack_key(node, params), []).append(node)
+            else:
+                units.append([node])
+        size = self.members_per_task
+        for group in packs.values():
+            units += [group[i : i + size] for i in range(0, len(group), size)]
+        return units
+
+    def _start(self, unit: list[Node]) -> bool:
+        """Launch a node or a pack of nodes; False when every worker is busy."""
         if len(self.running) >= self.workers:
             return False
-        run_id = decision.run_id or self.tracker.create(node, key)
-        self._launch(node, params, run_id, decision.action)
+        run_ids = []
+        for node in unit:
+            params, key, decision = self._decide(node)
+            run_id = decision.run_id or self.tracker.create(node, key)
+            if len(unit) > 1:
+                describe_run(run_id, node.entry_point, params)
+            run_ids.append(run_id)
+            self.outcome.actions[node.id] = decision.action
+        if len(unit) == 1:
+            params, _, _ = self._decide(unit[0])
+            command = node_command(unit[0], params, run_ids[0], self.tracker.experiment_id)
+        else:
+            command = members_command(run_ids)
+        self._launch(unit, run_ids, command)
         return True
 
-    def _launch(self, node: Node, params: dict[str, str], run_id: str, action: str) -> None:
+    def _launch(self, unit: list[Node], run_ids: list[str], command: list[str]) -> None:
         self.log_dir.mkdir(parents=True, exist_ok=True)
-        log = self.log_dir / f"{node.id.replace('/', '_').replace('>', '')}.log"
-        command = node_command(node, params, run_id, self.tracker.experiment_id)
+        log = self.log_dir / f"{unit[0].id.replace('/', '_').replace('>', '')}.log"
         with log.open("a") as handle:
             handle.write(f"$ {' '.join(command)}\n")
             handle.flush()
@@ -344,24 +395,28 @@ class Scheduler:
                 cwd=PROJECT_ROOT,
                 start_new_session=True,  # our SIGTERM reaches mlflow run and the entry point
             )
-        self.running[node.id] = Running(node, run_id, process, log)
-        self.outcome.actions[node.id] = action
-        say(f"{'resume' if action == 'resume' else 'start '} {node.id}  (run {run_id})")
+        self.running[unit[0].id] = Running(unit, run_ids, process, log)
+        for node, run_id in zip(unit, run_ids, strict=True):
+            verb = "resume" if self.outcome.actions[node.id] == "resume" else "start "
+            packed = f", one of {len(unit)} in one process" if len(unit) > 1 else ""
+            say(f"{verb} {node.id}  (run {run_id}{packed})")
 
     def _collect(self) -> None:
-        for node_id, item in list(self.running.items()):
+        for unit_id, item in list(self.running.items()):
             code = item.process.poll()
             if code is None:
                 continue
-            del self.running[node_id]
+            del self.running[unit_id]
             self._log_node_output(item)
-            if code == 0 and self.tracker.status(item.run_id) == "FINISHED":
-                self._done(item.node, item.run_id, self.outcome.actions[node_id])
-            elif not self.stop_requested:
-                self._end_unterminated(item.run_id, "FAILED")  # e.g. killed for memory
-                self.blocked.add(node_id)
-                self.outcome.failed.append(node_id)
-                say(f"FAILED {node_id} (exit {code}); log: {item.log}")
+            for node, run_id in zip(item.nodes, item.run_ids, strict=True):
+                if code == 0 and self.tracker.status(run_id) == "FINISHED":
+                    self._done(node, run_id, self.outcome.actions[node.id])
+                elif not self.stop_requested:
+                    self._end_unterminated(run_id, "FAILED")  # e.g. killed for memory
+                    self.blocked.add(node.id)
+                    self.outcome.failed.append(node.id)
+                    say(f"FAILED {node.id} (exit {code}); log: {item.log}")
+            if code != 0 and not self.stop_requested:
                 say("  " + "\n  ".join(tail(item.log, 5)))
 
     def _done(self, node: Node, run_id: str, action: str) -> None:
@@ -372,8 +427,9 @@ class Scheduler:
 
     def _log_node_output(self, item: Running) -> None:
         # The log stays on disk; failing to copy it must not fail the study.
-        with contextlib.suppress(mlflow.exceptions.MlflowException, OSError):
-            self.tracker.client.log_artifact(item.run_id, str(item.log), "logs")
+        for run_id in item.run_ids:
+            with contextlib.suppress(mlflow.exceptions.MlflowException, OSError):
+                self.tracker.client.log_artifact(run_id, str(item.log), "logs")
 
     def _stop(self) -> None:
         """Preempt the running nodes: SIGTERM makes them checkpoint and end KILLED."""
@@ -388,7 +444,8 @@ class Scheduler:
             except subprocess.TimeoutExpired:
                 os.killpg(item.process.pid, signal.SIGKILL)
             self._log_node_output(item)
-            self._end_unterminated(item.run_id, "KILLED")
+            for run_id in item.run_ids:
+                self._end_unterminated(run_id, "KILLED")
         self.running.clear()
 
     def _end_unterminated(self, run_id: str, status: str) -> None:
@@ -440,6 +497,7 @@ def experiment_id() -> str:
 def main_study(request: StudyRequest) -> int:
     """Run the entry point; returns the process exit code."""
     workers = parse_int(request.workers, "workers", minimum=1)
+    members = parse_int(request.members_per_task, "members_per_task", minimum=1)
     planning_only = parse_bool(request.dry_run, "dry_run")
     spec, nodes = load(request)
     rate = spec.agent_steps_per_sec
@@ -453,7 +511,7 @@ def main_study(request: StudyRequest) -> int:
         log_study(spec, nodes, key, code, workers)
         tracker = Tracker(parent.info.experiment_id, parent.info.run_id, key, code)
         log_dir = Path(request.output_dir).resolve() / spec.name / "logs"
-        scheduler = Scheduler(nodes, tracker, workers, log_dir)
+        scheduler = Scheduler(nodes, tracker, workers, log_dir, members)
         previous = {
             s: signal.signal(s, scheduler.request_stop) for s in (signal.SIGTERM, signal.SIGINT)
         }

@@ -25,7 +25,7 @@ from pathlib import Path
 from typing import Any
 
 import mlflow
-from mlflow.entities import Param
+from mlflow.entities import Param, RunTag
 
 from mlproject.errors import EXIT_PREEMPTED, InputError
 from mlproject.tracking import MlflowSink, last_logged_step, log_provenance, log_weights
@@ -79,16 +79,24 @@ def create_member_run(
     ``params`` are the entry point's MLproject parameters as strings (``game``, ``seed``,
     ``mask``...), logged as the run's params; ``tags`` are added (a study's node tags).
     """
+    client = mlflow.MlflowClient()
+    run = client.create_run(experiment_id, run_name=run_name, tags=tags or {})
+    describe_run(run.info.run_id, entry_point, params)
+    return run.info.run_id
+
+
+def describe_run(run_id: str, entry_point: str, params: dict[str, str]) -> None:
+    """Log on a pre-created run what ``mlflow run -e <entry_point> -P ...`` would log:
+    the entry point's parameters (shell-quoted, as ``mlflow run`` logs them) and its tags."""
     if entry_point not in PACKABLE:
         raise ValueError(f"{entry_point} runs cannot train as population members")
     client = mlflow.MlflowClient()
-    run = client.create_run(
-        experiment_id, run_name=run_name, tags={**(tags or {}), **member_tags(entry_point)}
-    )
-    # As `mlflow run` logs string parameters: shell-quoted (what its command line received).
     logged = [Param(k, shlex.quote(str(v))) for k, v in params.items()]
-    client.log_batch(run.info.run_id, params=logged)
-    return run.info.run_id
+    client.log_batch(
+        run_id,
+        params=logged,
+        tags=[RunTag(k, v) for k, v in member_tags(entry_point).items()],
+    )
 
 
 def request_of(run: Any) -> tuple[str, TrainRequest]:

@@ -27,6 +27,7 @@ import mlflow
 
 from mlproject.driver import (
     ENTRY_POINT,
+    PACKABLE,
     PROJECT_ROOT,
     TAG,
     StudyRequest,
@@ -34,11 +35,13 @@ from mlproject.driver import (
     absolute_tracking_uri,
     evaluation_filter,
     load,
+    pack_key,
     parse_bool,
     resolve,
     study_key,
 )
 from mlproject.errors import InputError, parse_int
+from mlproject.members import describe_run
 from mlproject.study import Node, StudySpec, code_version
 from mlproject.train_dense import CHECKPOINT_ENV, TrainRequest, checkpoint_root
 
@@ -67,6 +70,7 @@ class SubmitRequest:
     jobs_dir: str = "slurm_jobs"
     checkpoint_dir: str = ""
     dry_run: str = "false"
+    members_per_task: str = "1"
 
 
 # ----------------------------------------------------------------------------- tracking
@@ -102,10 +106,10 @@ def store_path(uri: str) -> Path | None:
 # ----------------------------------------------------------------------------- planning
 @dataclass
 class Task:
-    """One array task: a node and the run it runs in."""
+    """One array task: a node and the run it runs in, or a pack of them (one population)."""
 
-    node: Node
-    run_id: str
+    nodes: list[Node]
+    run_ids: list[str]
     command: str
 
 
@@ -116,13 +120,28 @@ class Plan:
     groups: dict[str, list[Task]] = field(default_factory=dict)
     reused: list[str] = field(default_factory=list)
 
+    @property
+    def runs(self) -> int:
+        """Runs to train (a packed task trains several)."""
+        return sum(len(task.run_ids) for tasks in self.groups.values() for task in tasks)
+
 
 def plan_tasks(
-    nodes: list[Node], tracker: Tracker, experiment_id: str, mlflow_cmd: list[str]
+    nodes: list[Node],
+    tracker: Tracker,
+    experiment_id: str,
+    mlflow_cmd: list[str],
+    members_per_task: int = 1,
 ) -> Plan:
-    """Reuse finished nodes, create (or find) a run for every other one, in DAG order."""
+    """Reuse finished nodes, create (or find) a run for every other one, in DAG order.
+
+    With ``members_per_task`` K > 1, nodes of one stage and one shape (``pack_key``: the
+    same parameters but for the seed and its upstream runs) are packed K to a task, which
+    trains them as one population (``train-members``).
+    """
     plan = Plan()
     run_ids: dict[str, str] = {}
+    packs: dict[str, list[tuple[Node, str, dict[str, str]]]] = {}
     for node in nodes:
         params, key = resolve(node, run_ids, tracker)
         decision = tracker.decide(node, key)
@@ -135,10 +154,27 @@ def plan_tasks(
             tracker.client.update_run(run_id, status="SCHEDULED")
         run_ids[node.id] = run_id
         group = STAGE_GROUPS.get(node.stage, node.stage)
-        plan.groups.setdefault(group, []).append(
-            Task(node, run_id, task_command(node, params, run_id, experiment_id, mlflow_cmd))
-        )
+        if members_per_task > 1 and node.entry_point in PACKABLE:
+            packs.setdefault(group + pack_key(node, params), []).append((node, run_id, params))
+            continue
+        command = task_command(node, params, run_id, experiment_id, mlflow_cmd)
+        plan.groups.setdefault(group, []).append(Task([node], [run_id], command))
+    for members in packs.values():
+        for start in range(0, len(members), members_per_task):
+            chunk = members[start : start + members_per_task]
+            for node, run_id, params in chunk:
+                describe_run(run_id, node.entry_point, params)
+            group = STAGE_GROUPS.get(chunk[0][0].stage, chunk[0][0].stage)
+            ids = [run_id for _, run_id, _ in chunk]
+            command = shlex.join([*python_cmd(mlflow_cmd), "-m", "mlproject", "train-members"])
+            task = Task([n for n, _, _ in chunk], ids, f"{command} --runs {','.join(ids)}")
+            plan.groups.setdefault(group, []).append(task)
     return plan
+
+
+def python_cmd(mlflow_cmd: list[str]) -> list[str]:
+    """The interpreter of ``mlflow_cmd`` (``[python, -m, mlflow]`` or the ``mlflow`` script)."""
+    return mlflow_cmd[:1] if len(mlflow_cmd) > 1 else ["python"]
 
 
 def task_command(
@@ -272,6 +308,7 @@ def submit(request: SubmitRequest) -> int:
     check_container(request)
     resources = parse_resources(request)
     dry = parse_bool(request.dry_run, "dry_run")
+    members = parse_int(request.members_per_task, "members_per_task", minimum=1)
     spec, nodes = load(StudyRequest(preset=request.preset))
     uri = absolute_tracking_uri()
     path = store_path(uri)
@@ -296,7 +333,7 @@ def submit(request: SubmitRequest) -> int:
     tracker = Tracker(experiment_id, parent_id, key, code)
     # --container none: this very environment (the cluster's nodes must see its path)
     mlflow_cmd = [sys.executable, "-m", "mlflow"] if request.container == "none" else ["mlflow"]
-    plan = plan_tasks(nodes, tracker, experiment_id, mlflow_cmd)
+    plan = plan_tasks(nodes, tracker, experiment_id, mlflow_cmd, members)
     jobs_dir = (Path(request.jobs_dir) / f"{spec.name}-{parent_id[:8]}").resolve()
     (jobs_dir / "logs").mkdir(parents=True, exist_ok=True)
     checkpoints = checkpoint_root(TrainRequest(checkpoint_dir=request.checkpoint_dir))
@@ -349,8 +386,7 @@ def write_and_submit(
 
 
 def report(spec: StudySpec, plan: Plan, jobs: dict[str, str], jobs_dir: Path, dry: bool) -> None:
-    total = sum(len(t) for t in plan.groups.values())
-    print(f"study {spec.name}: {total} runs to submit, {len(plan.reused)} reused")
+    print(f"study {spec.name}: {plan.runs} runs to submit, {len(plan.reused)} reused")
     for group, job in jobs.items():
         print(f"  {group:9} {len(plan.groups[group]):5} tasks  job {job}")
     print(f"scripts, task lists and logs: {jobs_dir}")

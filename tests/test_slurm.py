@@ -69,7 +69,7 @@ needs_slurm = pytest.mark.skipif(
 )
 
 
-def submit_study(preset: str, tmp_path: Path) -> dict[str, str]:
+def submit_study(preset: str, tmp_path: Path, *extra: str) -> dict[str, str]:
     result = run_cli(
         "slurm",
         "submit",
@@ -87,6 +87,7 @@ def submit_study(preset: str, tmp_path: Path) -> dict[str, str]:
         "30:00",
         "--jobs-dir",
         str(tmp_path / "jobs"),
+        *extra,
     )
     jobs = {}
     for line in result.stdout.splitlines():
@@ -104,8 +105,14 @@ def study_runs() -> list:
 @pytest.mark.integration
 @needs_slurm
 def test_a_study_runs_as_slurm_array_jobs(tracking, tmp_path):
-    jobs = submit_study("tiny", tmp_path)
+    """Two seeds per task where runs have one shape: each such task trains a population."""
+    jobs = submit_study("tiny", tmp_path, "--members-per-task", "2")
     assert list(jobs) == ["dense", "mask", "train", "evaluate"]
+    (jobs_dir,) = (tmp_path / "jobs").iterdir()
+    lines = {g: (jobs_dir / f"{g}.tasks").read_text().splitlines() for g in jobs}
+    assert [len(lines[g]) for g in jobs] == [2, 4, 4, 1]  # 4 dense and 8 transfers, packed
+    assert all(" train-members --runs " in line for g in ("dense", "train") for line in lines[g])
+    assert all(line.count(",") == 1 for g in ("dense", "train") for line in lines[g])
     states = slurm_cluster.wait_for_jobs(list(jobs.values()), timeout=900)
     assert set(states.values()) == {"COMPLETED"}, states
     runs = study_runs()

@@ -61,7 +61,7 @@ EXPECTED_FILES = [
 ]
 
 
-def test_main_runs_a_whole_study_then_reuses_every_run(tracking, tmp_path):
+def test_main_runs_a_whole_study_then_reuses_every_run(tracking, tmp_path, monkeypatch):
     out = tmp_path / "studies"
     first = mlflow_run_main("preset=tiny", "workers=2", f"output_dir={out}")
     assert "17 nodes: 17 ran, 0 reused, 0 failed" in first.stdout
@@ -91,6 +91,21 @@ def test_main_runs_a_whole_study_then_reuses_every_run(tracking, tmp_path):
     latest = max(parents, key=lambda r: r.info.start_time)
     assert latest.data.metrics["study/reused"] == 17 and latest.data.metrics["study/ran"] == 0
     assert (folder / "conditions.csv").read_text() == table
+
+    # The same study packed two seeds per process, in a fresh store: the same table, bit for
+    # bit (loop batching on a CPU trains each member exactly as alone).
+    packed_store = f"sqlite:///{tmp_path / 'packed.db'}"
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", packed_store)
+    mlflow.set_tracking_uri(packed_store)
+    packed_out = tmp_path / "packed"
+    packed = mlflow_run_main(
+        "preset=tiny", "workers=1", "members_per_task=2", f"output_dir={packed_out}"
+    )
+    assert "17 nodes: 17 ran, 0 reused, 0 failed" in packed.stdout
+    assert packed.stdout.count("one of 2 in one process") == 12  # 2 dense, 10 transfer/baseline
+    packed_nodes = node_runs()
+    assert len(packed_nodes) == 17 and {r.info.status for r in packed_nodes} == {"FINISHED"}
+    assert (packed_out / "tiny" / "evaluation" / "conditions.csv").read_text() == table
 
 
 INTERRUPTED = """
