@@ -19,6 +19,7 @@ from __future__ import annotations
 import hashlib
 import json
 import tempfile
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -28,6 +29,8 @@ from typing import Any
 import mlflow
 import numpy as np
 import torch
+from mlflow.entities import Metric, Param
+from mlflow.tracking.context.registry import resolve_tags
 
 from mlproject.errors import EXIT_PREEMPTED, InputError
 from mlproject.tracking import MlflowSink, end_run_if_active, log_provenance
@@ -41,12 +44,14 @@ from mlproject.train_dense import (
 from sparse_ticket.checkpoint import CheckpointError, load_weights
 from sparse_ticket.config import ConfigError, TrainConfig, apply_overrides, flatten, validate
 from sparse_ticket.lottery import (
+    Chain,
     DenseStart,
     Ticket,
-    find_gmp_tickets,
-    find_imp_tickets,
-    find_random_tickets,
     flat_weights,
+    gmp_chain,
+    imp_chain,
+    random_chain,
+    run_chain,
 )
 from sparse_ticket.runner import interquartile_mean, probe_parameters
 from sparse_ticket.sparsity.masks import (
@@ -185,23 +190,34 @@ class MlflowRounds:
 
     @contextmanager
     def round(self, index: int, sparsity: float) -> Iterator[MlflowSink]:
+        """A run nested under the parent for one round; FAILED if the round raises."""
         name = (
             f"{self.method}-round-{index}"
             if self.method == "imp"
             else f"{self.method}-{sparsity:.2f}"
         )
-        with mlflow.start_run(run_name=name, nested=True) as child:
-            mlflow.set_tags(
-                {
-                    f"{TAG}entry_point": f"{ENTRY_POINT}/round",
-                    f"{TAG}round": str(index),
-                    f"{TAG}sparsity": f"{sparsity:.6g}",
-                    f"{TAG}method": self.method,
-                }
-            )
-            mlflow.log_params({"round": index, "round_sparsity": sparsity})
-            self.rounds[index] = child.info.run_id
-            yield MlflowSink(child.info.run_id)
+        client = mlflow.MlflowClient()
+        parent = client.get_run(self.parent_id)
+        tags = {
+            "mlflow.parentRunId": self.parent_id,
+            f"{TAG}entry_point": f"{ENTRY_POINT}/round",
+            f"{TAG}round": str(index),
+            f"{TAG}sparsity": f"{sparsity:.6g}",
+            f"{TAG}method": self.method,
+        }
+        child = client.create_run(
+            parent.info.experiment_id, run_name=name, tags=resolve_tags(tags)
+        ).info.run_id
+        client.log_batch(
+            child, params=[Param("round", str(index)), Param("round_sparsity", str(sparsity))]
+        )
+        self.rounds[index] = child
+        try:
+            yield MlflowSink(child)
+        except BaseException:
+            client.set_terminated(child, "FAILED")
+            raise
+        client.set_terminated(child, "FINISHED")
 
     def _sidecar(self, ticket: Ticket, kind: str, path: Path) -> dict[str, Any]:
         report = sparsity_report(ticket.mask)
@@ -235,7 +251,8 @@ class MlflowRounds:
         for kind in ("mask", "ticket", "trained"):
             sidecar = self._sidecar(ticket, kind, folder / f"{kind}.pt")
             (folder / f"{kind}.json").write_text(json.dumps(sidecar, indent=2))
-        mlflow.log_artifacts(str(folder), folder.name)
+        client = mlflow.MlflowClient()
+        client.log_artifacts(self.parent_id, str(folder), folder.name)
         final = ticket.eval_history[-1]["scores"] if ticket.eval_history else []
         row = {
             "sparsity_target": ticket.sparsity,
@@ -251,47 +268,72 @@ class MlflowRounds:
             row["overlap_previous_level"] = overlap(ticket.mask, self.previous_mask)["overall"]
         self.previous_mask = ticket.mask
         self.summary.append(row)
-        mlflow.log_dict(self.summary, "tickets.json")
+        client.log_dict(self.parent_id, self.summary, "tickets.json")
         step = round(ticket.sparsity * 1000)
-        mlflow.log_metrics({"ticket/sparsity": row["sparsity"]}, step=step)
+        values = {"ticket/sparsity": row["sparsity"]}
         if "overlap_previous_level" in row:
-            mlflow.log_metric("ticket/overlap_previous_level", row["overlap_previous_level"], step)
+            values["ticket/overlap_previous_level"] = row["overlap_previous_level"]
         if final:
-            mlflow.log_metrics(
-                {
-                    "ticket/final_eval_mean": row["final_eval_mean"],
-                    "ticket/final_eval_iqm": row["final_eval_iqm"],
-                },
-                step=step,
-            )
+            values["ticket/final_eval_mean"] = row["final_eval_mean"]
+            values["ticket/final_eval_iqm"] = row["final_eval_iqm"]
+        now = int(time.time() * 1000)
+        client.log_batch(
+            self.parent_id, metrics=[Metric(k, float(v), now, step) for k, v in values.items()]
+        )
 
 
 # ----------------------------------------------------------------------------- entry point
-def find_mask(request: FindMaskRequest) -> int:
-    """Run the entry point; returns the process exit code."""
+@dataclass
+class FindPlan:
+    """A validated find-mask request: everything its chain needs, nothing logged yet."""
+
+    method: str
+    config: TrainConfig
+    levels: list[float]
+    dense: DenseStart | None
+    template: Any
+    template_weights: Any
+    tags: dict[str, str]
+
+
+def plan_find(request: FindMaskRequest) -> FindPlan:
+    """Validate a request completely (configs, the dense run, the template)."""
     config, levels = build_find_config(request)
     dense = dense_start(request.dense_run, config) if request.dense_run.strip() else None
     template, template_weights = _template(request, config)
     if template is not None:
         levels = [round(sparsity_report(template)["overall"], 6)]
+    tags = {
+        f"{TAG}entry_point": ENTRY_POINT,
+        f"{TAG}method": request.method,
+        f"{TAG}sparsities": ",".join(f"{level:g}" for level in levels),
+        f"{TAG}dense_run": request.dense_run,
+        f"{TAG}template": request.template,
+    }
+    return FindPlan(request.method, config, levels, dense, template, template_weights, tags)
+
+
+def find_chain(plan: FindPlan, run_id: str, directory: Path) -> Chain:
+    """The plan's rounds as a chain logging into run ``run_id`` (a nested run per round)."""
+    hooks = MlflowRounds(run_id, plan.config, plan.method, Path(tempfile.mkdtemp()))
+    config, levels = plan.config, plan.levels
+    if plan.method == "imp":
+        return imp_chain(config, levels, directory, hooks, plan.dense, config.run.total_steps)
+    if plan.method == "gmp":
+        return gmp_chain(config, levels, directory, hooks, plan.dense)
+    return random_chain(
+        config, levels, directory, hooks, plan.template, plan.template_weights, config.seed
+    )
+
+
+def find_mask(request: FindMaskRequest) -> int:
+    """Run the entry point; returns the process exit code."""
+    plan = plan_find(request)
     with mlflow.start_run() as run:
         directory = checkpoint_root(request) / run.info.run_id
-        log_provenance(
-            flatten(config),
-            {
-                f"{TAG}entry_point": ENTRY_POINT,
-                f"{TAG}method": request.method,
-                f"{TAG}sparsities": ",".join(f"{level:g}" for level in levels),
-                f"{TAG}dense_run": request.dense_run,
-                f"{TAG}template": request.template,
-                CHECKPOINT_TAG: str(directory),
-            },
-        )
-        hooks = MlflowRounds(run.info.run_id, config, request.method, Path(tempfile.mkdtemp()))
+        log_provenance(flatten(plan.config), {**plan.tags, CHECKPOINT_TAG: str(directory)})
         try:
-            _find(
-                request.method, config, levels, directory, hooks, dense, template, template_weights
-            )
+            run_chain(find_chain(plan, run.info.run_id, directory))
         except InterruptedError:
             end_run_if_active("KILLED")
             return EXIT_PREEMPTED
@@ -314,15 +356,3 @@ def _template(request: FindMaskRequest, config: TrainConfig):
         except CheckpointError as error:
             raise InputError(str(error)) from None
     return mask, weights
-
-
-def _find(method, config, levels, directory, hooks, dense, template, template_weights) -> None:
-    if method == "imp":
-        steps = config.run.total_steps
-        find_imp_tickets(config, levels, directory, hooks, dense, round_steps=steps)
-    elif method == "gmp":
-        find_gmp_tickets(config, levels, directory, hooks, dense)
-    else:
-        find_random_tickets(
-            config, levels, directory, hooks, template, template_weights, seed=config.seed
-        )

@@ -12,7 +12,11 @@ metrics and weights are the same bit for bit.
 
 Members resume like single runs: each from its own newest complete checkpoint. Members whose
 checkpoints are of different steps train as separate populations, one after another; finished
-members are left alone.
+members are left alone. ``find-mask`` members are chains of rounds (IMP's dense round and pruned
+rounds, one GMP or random run per level): round ``r`` of every member trains in one population,
+each member prunes its own weights between rounds, and every round is a nested run of its own
+member (:func:`~sparse_ticket.lottery.run_chains`). As alone, an interrupted chain starts again
+when its command runs again.
 """
 
 from __future__ import annotations
@@ -28,9 +32,11 @@ import mlflow
 from mlflow.entities import Param, RunTag
 
 from mlproject.errors import EXIT_PREEMPTED, InputError
+from mlproject.find_mask import FindMaskRequest, FindPlan, find_chain, plan_find
 from mlproject.tracking import MlflowSink, last_logged_step, log_provenance, log_weights
 from mlproject.train_dense import (
     CHECKPOINT_TAG,
+    RESUMABLE,
     TrainRequest,
     build_config,
     checkpoint_root,
@@ -42,11 +48,16 @@ from mlproject.train_dense import (
 from mlproject.transfer import TransferRequest, plan_transfer
 from sparse_ticket.checkpoint import CheckpointError
 from sparse_ticket.config import flatten
+from sparse_ticket.lottery import run_chains
 from sparse_ticket.population import PopulationRunner
 from sparse_ticket.runner import Runner
 
 ENTRY_POINT_TAG = "mlflow.project.entryPoint"
-PACKABLE = {"train-dense": TrainRequest, "transfer": TransferRequest}
+PACKABLE = {
+    "train-dense": TrainRequest,
+    "transfer": TransferRequest,
+    "find-mask": FindMaskRequest,
+}
 """Entry points whose runs can train as population members, and their request types."""
 
 
@@ -60,6 +71,9 @@ class Member:
     tags: dict[str, str] = field(default_factory=dict)
     checkpoint: Path | None = None
     resumed: bool = False
+    find: FindPlan | None = None
+    """A find-mask member's plan: its rounds train in lock-step with the others' rounds."""
+    directory: Path | None = None
 
 
 def member_tags(entry_point: str) -> dict[str, str]:
@@ -130,17 +144,22 @@ def prepare(run_id: str, root: TrainRequest) -> tuple[Member, Runner | None]:
         ) from None
     if run.info.status == "FINISHED":
         return Member(run_id, run.data.tags.get(ENTRY_POINT_TAG, "")), None
-    if run.data.tags.get("sparse_ticket.entry_point") in PACKABLE:  # it has trained before
+    if run.data.tags.get("sparse_ticket.entry_point") in RESUMABLE:  # it has trained before
         return _resumed(run_id, root)
     entry_point, request = request_of(run)
     request.checkpoint_dir = root.checkpoint_dir
+    directory = checkpoint_root(request) / run_id
+    if entry_point == "find-mask":
+        # A chain does not resume mid-way (as find-mask alone): it starts again in its run.
+        plan = plan_find(request)
+        tags = {**plan.tags, CHECKPOINT_TAG: str(directory)}
+        return Member(run_id, entry_point, tags=tags, find=plan, directory=directory), None
     if entry_point == "transfer":
         plan = plan_transfer(request)
         config, tags = plan.config, plan.tags
         args = {"initial_weights": plan.initial_weights, "initial_mask": plan.initial_mask}
     else:
         config, tags, args = build_config(request), {"sparse_ticket.entry_point": entry_point}, {}
-    directory = checkpoint_root(request) / run_id
     member = Member(run_id, entry_point, args, {**tags, CHECKPOINT_TAG: str(directory)})
     return member, Runner(config, directory, MlflowSink(run_id), progress=False, **args)
 
@@ -162,12 +181,45 @@ def train_members(run_ids: list[str], batching: str, checkpoint_dir: str = "") -
         raise InputError("train-members needs --runs RUN_ID[,RUN_ID...]")
     root = TrainRequest(checkpoint_dir=checkpoint_dir)
     prepared = [prepare(run_id, root) for run_id in run_ids]
-    groups = _groups([(m, r) for m, r in prepared if r is not None])
+    finders = [member for member, _ in prepared if member.find is not None]
+    trainers = [(m, r) for m, r in prepared if r is not None]
+    if finders and trainers:
+        raise InputError("find-mask runs and training runs cannot train together")
     for member, runner in prepared:
-        if runner is None:
+        if runner is None and member.find is None:
             say(f"run {member.run_id} already finished")
-    codes = [_train_group(group, batching) for group in groups]
+    if finders:
+        return _find_together(finders, batching)
+    codes = [_train_group(group, batching) for group in _groups(trainers)]
     return max(codes, default=0)
+
+
+def _find_together(members: list[Member], batching: str) -> int:
+    """find-mask runs of one shape: their chains' rounds train in lock-step, as populations."""
+    client = mlflow.MlflowClient()
+    chains = []
+    for member in members:
+        client.update_run(member.run_id, status="RUNNING")
+        log_provenance(flatten(member.find.config), member.tags, member.run_id)
+        chains.append(find_chain(member.find, member.run_id, member.directory))
+    try:
+        run_chains(chains, batching)
+    except InterruptedError:
+        for member in members:
+            client.set_terminated(member.run_id, "KILLED")
+        say("stopped by signal; run the same command again to find the masks again")
+        return EXIT_PREEMPTED
+    except ValueError as error:
+        for member in members:
+            client.set_terminated(member.run_id, "FAILED")
+        raise InputError(f"these runs cannot train together: {error}") from None
+    except BaseException:
+        for member in members:
+            client.set_terminated(member.run_id, "FAILED")
+        raise
+    for member in members:
+        client.set_terminated(member.run_id, "FINISHED")
+    return 0
 
 
 def _groups(pairs: list[tuple[Member, Runner]]) -> list[list[tuple[Member, Runner]]]:
@@ -199,10 +251,7 @@ def _train_group(group: list[tuple[Member, Runner]], batching: str) -> int:
             log_provenance(_config_flat(runner), member.tags, member.run_id)
             log_weights(runner.initial_weights(), "init.pt", scratch / member.run_id, member.run_id)
         else:
-            print(
-                f"train-members: resuming run {member.run_id} at step {runner.step}",
-                file=sys.stderr,
-            )
+            say(f"resuming run {member.run_id} at step {runner.step}")
     try:
         outcomes = population.train()
     except BaseException:

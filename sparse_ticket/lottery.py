@@ -17,8 +17,9 @@ sequence so that it lands exactly on each of them.
 
 from __future__ import annotations
 
+import contextlib
 import copy
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Generator, Sequence
 from contextlib import AbstractContextManager
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -112,19 +113,93 @@ def _round_config(config: TrainConfig, regime: str, sparsity: float, steps: int)
     return out
 
 
-def _train(
-    config: TrainConfig,
-    directory: Path,
-    sink: MetricSink,
-    **runner_args: Any,
-) -> Runner:
-    runner = Runner(config, directory, sink, progress=False, **runner_args)
+@dataclass
+class Round:
+    """One training of a chain: its config, checkpoint directory, metric sink and start."""
+
+    config: TrainConfig
+    directory: Path
+    sink: MetricSink
+    runner_args: dict[str, Any] = field(default_factory=dict)
+
+
+Chain = Generator[Round, Runner, list[Ticket]]
+"""A mask-finding method as a generator: it yields each :class:`Round` to train, is sent the
+finished :class:`Runner`, and returns its tickets. Whoever drives it decides how a round
+trains: alone (:func:`run_chain`) or in lock-step with other chains (:func:`run_chains`)."""
+
+
+def train_round(request: Round) -> Runner:
+    """Train one round alone; raises InterruptedError if a signal stopped it."""
+    runner = Runner(
+        request.config, request.directory, request.sink, progress=False, **request.runner_args
+    )
     try:
         if runner.train() != "finished":
             raise InterruptedError("training was stopped by a signal")
     finally:
         runner.close()
     return runner
+
+
+def run_chain(chain: Chain) -> list[Ticket]:
+    """Drive one chain, each round trained alone; its tickets."""
+    try:
+        request = next(chain)
+        while True:
+            try:
+                runner = train_round(request)
+            except BaseException as error:
+                _throw(chain, error)
+                raise
+            request = chain.send(runner)
+    except StopIteration as done:
+        return done.value
+
+
+def _throw(chain: Chain, error: BaseException) -> None:
+    """Raise ``error`` inside ``chain`` at its round, so its contexts (the round's run) close
+    as they would had the round raised there; swallows what comes back out."""
+    with contextlib.suppress(BaseException):  # the caller re-raises the original error
+        chain.throw(error)
+
+
+def run_chains(chains: Sequence[Chain], batching: str = "auto") -> list[list[Ticket]]:
+    """Drive K chains of one shape (seeds) in lock-step, each round trained as a population.
+
+    Round ``r`` of every chain trains together in one
+    :class:`~sparse_ticket.population.PopulationRunner`, so a member's rounds are those it
+    would train alone (bit-identical with ``loop`` batching). The chains must have the same
+    rounds (the same method, levels and budgets), and no early stop.
+    """
+    from sparse_ticket.population import PopulationRunner
+
+    requests = [next(chain) for chain in chains]
+    while True:
+        runners = [
+            Runner(r.config, r.directory, r.sink, progress=False, **r.runner_args) for r in requests
+        ]
+        try:
+            population = PopulationRunner(runners, batching)
+            try:
+                if any(outcome != "finished" for outcome in population.train()):
+                    raise InterruptedError("training was stopped by a signal")
+            finally:
+                population.close()
+        except BaseException as error:
+            for chain in chains:
+                _throw(chain, error)
+            raise
+        requests, tickets = [], []
+        for chain, runner in zip(chains, runners, strict=True):
+            try:
+                requests.append(chain.send(runner))
+            except StopIteration as done:
+                tickets.append(done.value)
+        if tickets:
+            if requests:
+                raise RuntimeError("chains of different lengths cannot train in lock-step")
+            return tickets
 
 
 def _report(
@@ -152,11 +227,24 @@ def find_imp_tickets(
     round_steps: int | None = None,
 ) -> list[Ticket]:
     """One IMP chain through every level in ``levels``; returns their tickets, lowest first."""
+    return run_chain(imp_chain(config, levels, directory, hooks, dense, round_steps))
+
+
+def imp_chain(
+    config: TrainConfig,
+    levels: Sequence[float],
+    directory: Path,
+    hooks: RoundHooks,
+    dense: DenseStart | None = None,
+    round_steps: int | None = None,
+) -> Chain:
+    """:func:`find_imp_tickets` as a :data:`Chain`."""
     steps = round_steps or config.run.total_steps
     window = config.sparsity.imp_early_stop_window
     if dense is None:
         with hooks.round(0, 0.0) as sink:
-            runner = _train(_round_config(config, "dense", 0.0, steps), directory / "round_0", sink)
+            dense_config = _round_config(config, "dense", 0.0, steps)
+            runner = yield Round(dense_config, directory / "round_0", sink)
         dense = DenseStart(
             runner.rewind_weights, runner.agent.weights_state_dict(), runner.episode_scores
         )
@@ -173,13 +261,15 @@ def find_imp_tickets(
         mask = magnitude_mask(trained, mask, sparsity, config)
         ticket_weights = masked(dense.rewind_weights, mask)
         with hooks.round(index, sparsity) as sink:
-            runner = _train(
+            runner = yield Round(
                 _round_config(config, "static", sparsity, steps),
                 directory / f"round_{index}",
                 sink,
-                initial_weights=ticket_weights,
-                initial_mask=mask,
-                early_stop=_early_stop(window, reference),
+                {
+                    "initial_weights": ticket_weights,
+                    "initial_mask": mask,
+                    "early_stop": _early_stop(window, reference),
+                },
             )
         trained = runner.agent.weights_state_dict()
         if round(sparsity, 6) in wanted:
@@ -195,14 +285,25 @@ def find_gmp_tickets(
     dense: DenseStart | None = None,
 ) -> list[Ticket]:
     """One GMP run per level (Zhu & Gupta 2017); the ticket rewinds the final mask's survivors."""
+    return run_chain(gmp_chain(config, levels, directory, hooks, dense))
+
+
+def gmp_chain(
+    config: TrainConfig,
+    levels: Sequence[float],
+    directory: Path,
+    hooks: RoundHooks,
+    dense: DenseStart | None = None,
+) -> Chain:
+    """:func:`find_gmp_tickets` as a :data:`Chain`."""
     tickets = []
     for index, sparsity in enumerate(sorted(levels)):
         with hooks.round(index, sparsity) as sink:
-            runner = _train(
+            runner = yield Round(
                 _round_config(config, "gmp", sparsity, config.run.total_steps),
                 directory / f"gmp_{index}",
                 sink,
-                initial_weights=dense.trained_weights if dense else None,
+                {"initial_weights": dense.trained_weights if dense else None},
             )
         rewind = dense.rewind_weights if dense else runner.rewind_weights
         tickets.append(
@@ -227,6 +328,20 @@ def find_random_tickets(
     has no magnitudes to rank, so it means ``uniform`` here). The weights are the template's
     ticket weights under the random mask, or, without ``template_weights``, a fresh init.
     """
+    chain = random_chain(config, levels, directory, hooks, template, template_weights, seed)
+    return run_chain(chain)
+
+
+def random_chain(
+    config: TrainConfig,
+    levels: Sequence[float],
+    directory: Path,
+    hooks: RoundHooks,
+    template: Mask | None = None,
+    template_weights: Weights | None = None,
+    seed: int = 0,
+) -> Chain:
+    """:func:`find_random_tickets` as a :data:`Chain`."""
     tickets = []
     for index, sparsity in enumerate(sorted(levels)):
         round_config = _round_config(config, "static", sparsity, config.run.total_steps)
@@ -238,19 +353,27 @@ def find_random_tickets(
             if template_weights is not None:
                 args["initial_weights"] = masked(template_weights, mask)
         with hooks.round(index, sparsity) as sink:
-            runner = _train(round_config, directory / f"random_{index}", sink, **args)
+            runner = yield Round(round_config, directory / f"random_{index}", sink, args)
         tickets.append(_report(hooks, runner, sparsity, runner.rewind_weights, index))
     return tickets
 
 
 __all__ = [
+    "Chain",
     "DenseStart",
+    "Round",
     "RoundHooks",
     "Ticket",
     "find_gmp_tickets",
     "find_imp_tickets",
     "find_random_tickets",
     "flat_weights",
+    "gmp_chain",
+    "imp_chain",
     "magnitude_mask",
     "masked",
+    "random_chain",
+    "run_chain",
+    "run_chains",
+    "train_round",
 ]

@@ -102,7 +102,7 @@ def test_main_runs_a_whole_study_then_reuses_every_run(tracking, tmp_path, monke
         "preset=tiny", "workers=1", "members_per_task=2", f"output_dir={packed_out}"
     )
     assert "17 nodes: 17 ran, 0 reused, 0 failed" in packed.stdout
-    assert packed.stdout.count("one of 2 in one process") == 12  # 2 dense, 10 transfer/baseline
+    assert packed.stdout.count("one of 2 in one process") == 16  # dense, masks, transfers
     packed_nodes = node_runs()
     assert len(packed_nodes) == 17 and {r.info.status for r in packed_nodes} == {"FINISHED"}
     assert (packed_out / "tiny" / "evaluation" / "conditions.csv").read_text() == table

@@ -134,3 +134,85 @@ def test_bad_input_is_one_line(tracking):
     assert len(mixed.stderr.strip().splitlines()) == 1
     batching = run_cli("train-members", "--runs", ids[0], "--batching", "threads", check=False)
     assert batching.returncode == 2 and "unknown batching" in batching.stderr
+
+
+FIND = {  # every find-mask parameter, as `mlflow run` logs them: a 2-round IMP chain
+    "method": "imp",
+    "game": "breakout",
+    "algo": "ddqn",
+    "sparsities": "0.6,0.8",
+    "scope": "encoder",
+    "allocation": "global",
+    "total_steps": "400",
+    "preset": "minatar-smoke",
+    "overrides": "learning_starts=200 eval_every=200 imp_prune_fraction=0.6",
+    "dense_run": "",
+    "template": "",
+    "random_weights": "ticket",
+}
+
+
+def children(run_id: str) -> list:
+    runs = mlflow.search_runs(
+        search_all_experiments=True,
+        filter_string=f"tags.`mlflow.parentRunId` = '{run_id}'",
+        output_format="list",
+    )
+    return sorted(runs, key=lambda r: int(r.data.tags["sparse_ticket.round"]))
+
+
+def test_find_mask_members_equal_chains_found_alone(tracking):
+    """Two IMP chains in lock-step: each round a population; the same masks and tickets."""
+    ids = [create_member_run(experiment(), "find-mask", {**FIND, "seed": seed}) for seed in "01"]
+    run_cli("train-members", "--runs", ",".join(ids))
+    client = mlflow.MlflowClient()
+    for seed, run_id in zip("01", ids, strict=True):
+        assert client.get_run(run_id).info.status == "FINISHED"
+        solo_id = alone_find(seed)
+        assert client.get_run(run_id).data.params == client.get_run(solo_id).data.params
+        ours, theirs = children(run_id), children(solo_id)
+        assert [r.info.run_name for r in ours] == [r.info.run_name for r in theirs]
+        assert len(ours) == 3  # the dense round, then 60% and 80%
+        for a, b in zip(ours, theirs, strict=True):
+            assert a.info.status == "FINISHED"
+            assert histories(a.info.run_id) == histories(b.info.run_id)
+        for level in ("0.60", "0.80"):
+            for name in ("mask.pt", "ticket.pt", "trained.pt"):
+                path = f"sparsity_{level}/{name}"
+                mine = torch.load(download(run_id, path), weights_only=True)
+                solo = torch.load(download(solo_id, path), weights_only=True)
+                assert_equal_nested(mine, solo, path)
+    assert not torch.equal(
+        torch.load(download(ids[0], "sparsity_0.80/mask.pt"), weights_only=True)[
+            "q.encoder.conv1.weight"
+        ],
+        torch.load(download(ids[1], "sparsity_0.80/mask.pt"), weights_only=True)[
+            "q.encoder.conv1.weight"
+        ],
+    )
+
+
+def alone_find(seed: str) -> str:
+    before = {
+        r.info.run_id for r in mlflow.search_runs(search_all_experiments=True, output_format="list")
+    }
+    mlflow_run("find-mask", *(f"-P{k}={v}" for k, v in {**FIND, "seed": seed}.items()))
+    after = mlflow.search_runs(search_all_experiments=True, output_format="list")
+    new = [
+        r for r in after if r.info.run_id not in before and "mlflow.parentRunId" not in r.data.tags
+    ]
+    (run,) = new
+    return run.info.run_id
+
+
+def download(run_id: str, path: str) -> str:
+    return mlflow.artifacts.download_artifacts(run_id=run_id, artifact_path=path)
+
+
+def assert_equal_nested(a, b, where: str) -> None:
+    if isinstance(a, torch.Tensor):
+        assert torch.equal(a, b), where
+    else:
+        assert a.keys() == b.keys(), where
+        for key in a:
+            assert_equal_nested(a[key], b[key], f"{where}/{key}")
