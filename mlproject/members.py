@@ -248,7 +248,7 @@ def _train_group(group: list[tuple[Member, Runner]], batching: str) -> int:
     for member, runner in group:
         client.update_run(member.run_id, status="RUNNING")
         if not member.resumed:
-            log_provenance(_config_flat(runner), member.tags, member.run_id)
+            log_provenance(flatten(runner.config), member.tags, member.run_id)
             log_weights(runner.initial_weights(), "init.pt", scratch / member.run_id, member.run_id)
         else:
             say(f"resuming run {member.run_id} at step {runner.step}")
@@ -273,10 +273,6 @@ def _train_group(group: list[tuple[Member, Runner]], batching: str) -> int:
         )
         return EXIT_PREEMPTED
     return 0
-
-
-def _config_flat(runner: Runner) -> dict[str, Any]:
-    return flatten(runner.config)
 
 
 def say(text: str) -> None:

@@ -56,7 +56,7 @@ class PopulationRunner:
         # One stop flag for all: a signal stops every member at the same iteration.
         self._stop = {"stop": False}
         for runner in self.runners:
-            runner._stop = self._stop
+            runner.share_stop_flag(self._stop)
 
     @property
     def step(self) -> int:
@@ -101,7 +101,7 @@ class PopulationRunner:
             runner.store(member_actions, runner.env.step_wait())
         self._learn()
         for runner, before in zip(self.runners, previous, strict=True):
-            runner._periodic(before)
+            runner.periodic(before)
         return self.step - previous[0]
 
     def _learn(self) -> None:

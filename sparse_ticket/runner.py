@@ -238,7 +238,7 @@ class Runner:
         self._pending: list[Metric] = []
         self._update_stats: list[dict[str, torch.Tensor]] = []
         self._interval_start = (0, time.perf_counter())
-        self._stop = {"stop": False}
+        self._stop: dict[str, Any] = {"stop": False}  # set by a signal (see stop_on_signals)
         self._epsilon: float | None = None
         self.stopped_early = False
 
@@ -335,7 +335,7 @@ class Runner:
         previous = self.step
         self._collect(self.agent.act(self.obs, self.epsilon(), self.act_rng))
         self._learn()
-        self._periodic(previous)
+        self.periodic(previous)
         return self.step - previous
 
     def begin(self) -> None:
@@ -347,6 +347,10 @@ class Runner:
             if self.config.run.eval_every:
                 self._evaluate()
         self._interval_start = (self.step, time.perf_counter())
+
+    def share_stop_flag(self, flag: dict[str, Any]) -> None:
+        """Stop on ``flag`` (a population's: one signal stops every member at once)."""
+        self._stop = flag
 
     def running(self) -> bool:
         """Whether another iteration is due (budget left, no stop signal, no early stop)."""
@@ -422,7 +426,9 @@ class Runner:
         for _ in range(self.updates_due()):
             self.record_update(self.agent.update(self.sample_batch()))
 
-    def _periodic(self, previous: int) -> None:
+    def periodic(self, previous: int) -> None:
+        """The work due between ``previous`` and the current step: rewind snapshot, sparsity
+        schedule, target sync, evaluation, plasticity probe, metric flush, checkpoint."""
         run = self.config.run
         self._snapshot_rewind_point(previous)
         self._pending.extend(self.sparsity.step(previous, self.step, self.sample_batch))

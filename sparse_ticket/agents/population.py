@@ -214,12 +214,11 @@ class Population:
             stacked.grad = None
         torch.stack([loss for member in losses for loss in member.values()]).sum().backward()
         self._share_stacked_grads()
-        masked = [agent._masked for agent in self.members]
-        _mask_gradients([group for groups in masked for group in groups.values()])
+        groups = [group for agent in self.members for group in agent._masked.values()]
+        _mask_gradients(groups)
         norms = self._clip()
         self.optimizer.step()
-        groups = [group for groups in masked for group in groups.values()]
-        if groups:
+        if groups:  # pruned weights stay exactly zero, as in optimizer_step
             with torch.no_grad():
                 torch._foreach_mul_(
                     [p for g in groups for p in g.params], [m for g in groups for m in g.masks]
