@@ -387,16 +387,6 @@ def synchroniser(device: torch.device) -> Callable[[], None]:
     return lambda: None
 
 
-def loop_iteration(runner: Runner) -> None:
-    """One iteration of :meth:`Runner.train`'s loop."""
-    runner.iterate()
-
-
-def population_iteration(population: PopulationRunner) -> None:
-    """One iteration of :meth:`PopulationRunner.train`'s loop (every member)."""
-    population.iterate()
-
-
 def warm_up(iterate: Callable[[], None], runners: list[Runner], budget: Budget) -> None:
     """Call ``iterate`` until every runner learns, then ``warmup_updates`` more updates each."""
     while any(r.step < r.config.run.learning_starts or r.updates == 0 for r in runners):
@@ -414,49 +404,35 @@ def start_training(runner: Runner, budget: Budget) -> None:
     every_env = np.ones(runner.env.num_envs, dtype=bool)
     runner.replay.add_reset(every_env, runner.env.latest_frame(runner.obs))
     runner._interval_start = (runner.step, time.perf_counter())
-    warm_up(lambda: loop_iteration(runner), [runner], budget)
+    warm_up(runner.iterate, [runner], budget)
 
 
 def start_population(population: PopulationRunner, budget: Budget) -> None:
     """Do what ``PopulationRunner.train`` does before its loop, then fill and warm up alike."""
     for runner in population.runners:
         runner.begin()
-    warm_up(lambda: population_iteration(population), population.runners, budget)
+    warm_up(population.iterate, population.runners, budget)
 
 
-def time_loop(runner: Runner, steps: int, sync: Callable[[], None]) -> float:
-    """Agent steps per second of ``steps`` (rounded up to whole vector steps) loop steps."""
-    iterations = math.ceil(steps / runner.env.num_envs)
-    if runner.step + iterations * runner.env.num_envs >= runner.config.run.total_steps:
+def time_loop(trainer: Runner | PopulationRunner, steps: int, sync: Callable[[], None]) -> float:
+    """Agent steps per second (of one member, for a population) of ``trainer.iterate()`` over
+    ``steps`` (rounded up to whole vector steps) agent steps per member."""
+    runners = trainer.runners if isinstance(trainer, PopulationRunner) else [trainer]
+    first = runners[0]
+    iterations = math.ceil(steps / first.env.num_envs)
+    if trainer.step + iterations * first.env.num_envs >= first.config.run.total_steps:
         raise ConfigError("run.total_steps is too small: the benchmark would end training")
-    start_step = runner.step
+    start_step = trainer.step
     sync()
     start = time.perf_counter()
     for _ in range(iterations):
-        loop_iteration(runner)
+        trainer.iterate()
     sync()
     elapsed = time.perf_counter() - start
     # Outside the timer: hand the buffered update stats to the (null) sink so they stay bounded.
-    runner._flush()
-    return (runner.step - start_step) / elapsed
-
-
-def time_population(population: PopulationRunner, steps: int, sync: Callable[[], None]) -> float:
-    """Agent steps per second *of one member* over ``steps`` (rounded up) steps per member."""
-    first = population.runners[0]
-    iterations = math.ceil(steps / first.env.num_envs)
-    if population.step + iterations * first.env.num_envs >= first.config.run.total_steps:
-        raise ConfigError("run.total_steps is too small: the benchmark would end training")
-    start_step = population.step
-    sync()
-    start = time.perf_counter()
-    for _ in range(iterations):
-        population_iteration(population)
-    sync()
-    elapsed = time.perf_counter() - start
-    for runner in population.runners:  # outside the timer, as in time_loop
+    for runner in runners:
         runner._flush()
-    return (population.step - start_step) / elapsed
+    return (trainer.step - start_step) / elapsed
 
 
 def time_env(env: EpisodicVecEnv, steps: int, rng: np.random.Generator) -> float:
@@ -534,7 +510,7 @@ def profile_loop(runner: Runner, steps: int, top: int = 25) -> str:
     iterations = math.ceil(steps / runner.env.num_envs)
     profiler.enable()
     for _ in range(iterations):
-        loop_iteration(runner)
+        runner.iterate()
     profiler.disable()
     runner._flush()
     text = io.StringIO()
@@ -831,7 +807,7 @@ def run_population_benchmark(args: argparse.Namespace) -> dict[str, Any]:
             epsilon = first.epsilon()
             for _ in range(args.repeats):
                 for cell in cells:
-                    cell.per_member.values.append(time_population(cell.population, steps, sync))
+                    cell.per_member.values.append(time_loop(cell.population, steps, sync))
             epsilon_end = first.epsilon()
             replay_fill = len(first.replay)
             replays = [replay_kind(cell.population) for cell in cells]
