@@ -435,6 +435,20 @@ def time_loop(trainer: Runner | PopulationRunner, steps: int, sync: Callable[[],
     return (trainer.step - start_step) / elapsed
 
 
+def versions_text(versions: dict[str, str]) -> str:
+    """The setup table's ``versions`` line."""
+    return (
+        f"python {versions['python']}, torch {versions['torch']}, "
+        f"ale-py {versions['ale_py']}, numpy {versions['numpy']}"
+    )
+
+
+def aligned(setup: list[tuple[str, str]]) -> list[str]:
+    """``key  value`` lines with the keys padded to one width."""
+    width = max(len(key) for key, _ in setup)
+    return [f"{key:<{width}}  {value}" for key, value in setup]
+
+
 def time_env(env: EpisodicVecEnv, steps: int, rng: np.random.Generator) -> float:
     """Agent steps per second of ``env`` stepped with pre-drawn uniformly random actions."""
     iterations = math.ceil(steps / env.num_envs)
@@ -900,14 +914,9 @@ def format_report(result: dict[str, Any]) -> str:
             f"{result['repeats']} x ({result['loop_steps_per_run']:,} loop steps, "
             f"{result['updates_per_run']:,} updates), {result['wall_s']:.0f} s in all",
         ),
-        (
-            "versions",
-            f"python {versions['python']}, torch {versions['torch']}, "
-            f"ale-py {versions['ale_py']}, numpy {versions['numpy']}",
-        ),
+        ("versions", versions_text(versions)),
     ]
-    width = max(len(key) for key, _ in setup)
-    lines = [f"{key:<{width}}  {value}" for key, value in setup]
+    lines = aligned(setup)
 
     values = result["values"]
     rows: list[tuple[str, str, str, str, str]] = []
@@ -982,14 +991,9 @@ def format_population_report(result: dict[str, Any]) -> str:
             f"{result['repeats']} x {result['steps_per_member_per_run']:,} agent steps per member "
             f"per population (interleaved), {result['wall_s']:.0f} s in all",
         ),
-        (
-            "versions",
-            f"python {versions['python']}, torch {versions['torch']}, "
-            f"ale-py {versions['ale_py']}, numpy {versions['numpy']}",
-        ),
+        ("versions", versions_text(versions)),
     ]
-    width = max(len(key) for key, _ in setup)
-    lines = [f"{key:<{width}}  {value}" for key, value in setup]
+    lines = aligned(setup)
 
     header = (
         "K",

@@ -22,8 +22,8 @@ from sparse_ticket.agents.population import Population, resolve_batching
 from sparse_ticket.checkpoint import load_checkpoint
 from sparse_ticket.config import AgentConfig, TrainConfig, apply_overrides
 from sparse_ticket.population import PopulationRunner
-from sparse_ticket.replay import ReplayBatch
 from sparse_ticket.runner import Metric, Runner
+from tests.test_agents import make_batch
 
 MINATAR = (10, 10, 10)
 NUM_ACTIONS = 6
@@ -243,19 +243,6 @@ def build_agent(algo: str, seed: int):
     return make_agent(agent_config(algo), MINATAR, NUM_ACTIONS, "cpu")
 
 
-def random_batch(seed: int, size: int = 16) -> ReplayBatch:
-    gen = torch.Generator().manual_seed(seed)
-    terminals = torch.zeros(size)
-    terminals[-1] = 1.0
-    return ReplayBatch(
-        obs=torch.randint(0, 2, (size, *MINATAR), dtype=torch.uint8, generator=gen),
-        actions=torch.randint(0, NUM_ACTIONS, (size,), generator=gen),
-        rewards=torch.randn(size, generator=gen),
-        next_obs=torch.randint(0, 2, (size, *MINATAR), dtype=torch.uint8, generator=gen),
-        terminals=terminals,
-    )
-
-
 @pytest.mark.parametrize("algo", ["ddqn", "dqv", "dqv-max"])
 @pytest.mark.parametrize("batching", ["loop", "vmap"])
 def test_population_update_matches_each_agent_alone(algo, batching):
@@ -273,7 +260,7 @@ def test_population_update_matches_each_agent_alone(algo, batching):
     population = Population(members, batching)
     updates = 5
     for t in range(updates):
-        batches = [random_batch(10 * t + k) for k in range(3)]
+        batches = [make_batch(10 * t + k, size=16) for k in range(3)]
         expected = [agent.update(batch) for agent, batch in zip(alone, batches, strict=True)]
         got = population.update(batches)
         for e, g in zip(expected, got, strict=True):

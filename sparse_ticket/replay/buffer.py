@@ -285,13 +285,8 @@ class FrameReplay:
         Raises:
             ValueError: if the buffer holds no valid transition or ``batch_size < 1``.
         """
-        if batch_size < 1:
-            raise ValueError(f"batch_size must be >= 1, got {batch_size}")
-        if len(self) < 1:
-            raise ValueError("cannot sample: the replay buffer holds no complete transition yet")
-        envs, positions = self._draw(batch_size, rng or self._rng)
+        window_idx = self._draw_windows(batch_size, rng or self._rng)
         scratch = self._get_scratch(batch_size)
-        window_idx = envs[:, None] * self._cap + (positions[:, None] + self._offsets) % self._cap
         # mode="clip" because mode="raise" (the default) buffers `out`; indices are in range.
         np.take(self._frames_flat, window_idx.ravel(), axis=0, out=scratch.window_rows, mode="clip")
         self._zero_earlier_episodes(scratch.window, window_idx)
@@ -303,6 +298,16 @@ class FrameReplay:
             next_obs=scratch.next_obs,
             terminals=torch.from_numpy(self._terminals_flat[start].astype(np.float32)),
         )
+
+    def _draw_windows(self, batch_size: int, rng: np.random.Generator) -> np.ndarray:
+        """``(B, stack + 1)`` flat slots of frames ``p - stack + 1 .. p + 1`` of ``B`` drawn
+        transitions ``p`` (column ``stack - 1`` is ``p`` itself); checks the request first."""
+        if batch_size < 1:
+            raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+        if len(self) < 1:
+            raise ValueError("cannot sample: the replay buffer holds no complete transition yet")
+        envs, positions = self._draw(batch_size, rng)
+        return envs[:, None] * self._cap + (positions[:, None] + self._offsets) % self._cap
 
     def _draw(self, batch_size: int, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
         """Draw ``(envs, positions)``, each ``(batch_size,)`` int64, uniformly over valid starts.

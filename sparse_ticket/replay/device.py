@@ -162,13 +162,7 @@ class DeviceFrameReplay(FrameReplay):
         Raises:
             ValueError: if the buffer holds no valid transition or ``batch_size < 1``.
         """
-        if batch_size < 1:
-            raise ValueError(f"batch_size must be >= 1, got {batch_size}")
-        if len(self) < 1:
-            raise ValueError("cannot sample: the replay buffer holds no complete transition yet")
-        envs, positions = self._draw(batch_size, rng or self._rng)
-        # (B, stack + 1) flat slots of frames p - stack + 1 .. p + 1, as in FrameReplay.sample.
-        window_idx = envs[:, None] * self._cap + (positions[:, None] + self._offsets) % self._cap
+        window_idx = self._draw_windows(batch_size, rng or self._rng)  # as FrameReplay.sample
         start = window_idx[:, self._stack - 1]
         host = [
             window_idx.ravel(),
