@@ -100,7 +100,7 @@ population iterations, i.e. the single-run loop's agent steps *per member*.
     The batching the population resolved (``loop`` or ``vmap``) and the members' replay class
     (``DeviceFrameReplay`` or ``FrameReplay``; a mix is listed with counts).
 ``study_device_hours``
-    Device-hours of the ``--study`` preset (default ``paper``: about 43.8G agent steps) at this
+    Device-hours of the ``--study`` preset (default ``paper``: about 44.4G agent steps) at this
     aggregate rate: ``study_agent_steps / aggregate_steps_per_s / 3600``, where
     ``study_agent_steps`` is the total the study's dry run reports (``mlproject.driver.load``
     and ``mlproject.study.dag_size``). It assumes every training run of the study trains in a

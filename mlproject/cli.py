@@ -148,11 +148,19 @@ def transfer_command(**params: str) -> None:
     show_default=True,
     help="Comma-separated baselines for area ratios: dense, gmp, set, rigl, random.",
 )
-def evaluate_command(study: str, output_dir: str, reps: str, seed: str, baselines: str) -> None:
+@click.option(
+    "--aggregate",
+    default="iqm",
+    show_default=True,
+    help="Curve aggregate over seeds for area ratios: iqm (the prior study's) or mean.",
+)
+def evaluate_command(
+    study: str, output_dir: str, reps: str, seed: str, baselines: str, aggregate: str
+) -> None:
     """IQM with CIs, area ratios and figures for every condition of a study."""
     from mlproject.evaluate import evaluate  # rliable, scipy, matplotlib: only when evaluating
 
-    sys.exit(evaluate(study, output_dir, reps, seed, baselines))
+    sys.exit(evaluate(study, output_dir, reps, seed, baselines, aggregate))
 
 
 @cli.command("main")

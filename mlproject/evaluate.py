@@ -2,8 +2,15 @@
 
 A *study* is an experiment name, a parent run id (its nested runs), or a ``search_runs``
 filter. Every training run (``train-dense``, ``transfer``) is put in a *condition* by its
-lineage tags: algo x source x target x mask method x sparsity x weights x adapt (baselines and
-dense runs have their own conditions). Per condition, over seeds:
+lineage tags: algo x source x target x mask method x sparsity x weights x adapt x mask sparsity
+(baselines and dense runs have their own conditions). ``sparsity`` is the final sparsity a run
+ends at, ``mask_sparsity`` the realised sparsity of the mask it starts from (they differ for a
+transfer that prunes on, ``adapt=gmp``; a run without the tag started at its final sparsity).
+
+Every statistic below, with the paper that defines it, is listed in docs/protocol.md. The
+per-seed score is one number everywhere: the mean return over the episodes of a run's final
+evaluation (``eval/score_mean`` at its last step; ``final_eval_mean`` of a ticket). Per
+condition, over seeds:
 
 * IQM of the final evaluation score with a 95% stratified-bootstrap CI (rliable);
 * the IQM sample-efficiency curve with CIs, on a common step grid (truncation is reported);
@@ -11,17 +18,24 @@ dense runs have their own conditions). Per condition, over seeds:
   per run, the mean return of the training episodes that ended in each window of the run's
   logging grid (see :func:`windowed_episode_curve`);
 * the area ratio against the dense-from-scratch runs of the same target and algo, with a
-  bootstrap CI and a significance mark, and the probability of improvement over them;
+  bootstrap CI and a significance mark, and the probability of improvement over them. The area
+  ratio is that of the prior study's ``generate_area_ratio``: the areas under the per-step IQM
+  curves over runs (``aggregate="mean"``: the mean curves), after adding the target game's fixed
+  offset (``game_offset``: 21 for Pong, 0 for games with non-negative scores) to every return;
+  the ``area_aggregate`` and ``area_offset`` columns say which were used;
 * with ``--baselines``, the same comparison of every transfer against each named sparse
   baseline (``gmp``, ``set``, ``rigl``, ``random``: the ``baseline-<name>`` runs of the same
-  algo and target game at the same sparsity, compared rounded to 2 decimals), in
-  ``area_ratio_vs_<name>*`` / ``significant_vs_<name>`` / ``p_improvement_vs_<name>`` columns.
+  algo and target game at the same final sparsity, compared rounded to 2 decimals), in
+  ``area_ratio_vs_<name>*`` / ``significant_vs_<name>`` / ``p_improvement_vs_<name>`` columns,
+  with the baseline's sparsity in ``sparsity_vs_<name>``.
 
 Outputs (written to ``--output-dir`` and logged as artifacts of the evaluate run):
 ``conditions.csv`` / ``conditions.md`` and figures (PNG and PDF): transfer grids of area ratios
 (``grid_*`` vs dense, ``grid_vs-<name>_*`` vs each named sparse baseline), learning curves per
 target game of the evaluation score (``curves_<target>``) and of the training return
-(``train_curves_<target>``), winning-ticket curves, plasticity over training.
+(``train_curves_<target>``), winning-ticket curves (``tickets_<algo>_<game>``: tickets and the
+random control against the dense level, as Frankle & Carbin 2019), plasticity over training;
+``study.json`` records the aggregate and the offsets.
 """
 
 from __future__ import annotations
@@ -42,8 +56,10 @@ from mlproject import figures
 from mlproject.errors import InputError
 from sparse_ticket.config import TrainConfig
 from sparse_ticket.metrics.aggregate import (
+    Aggregate,
     align_curves,
     area_ratio_ci,
+    game_offset,
     iqm_curve_with_ci,
     iqm_with_ci,
     probability_of_improvement,
@@ -56,8 +72,20 @@ EVAL_METRIC = "eval/score_mean"
 TRAIN_METRIC = "train/episode_score"
 BASELINES = ("dense", "gmp", "set", "rigl", "random")
 DEFAULT_BASELINES = ("dense",)
+AGGREGATES = ("iqm", "mean")
+DEFAULT_AGGREGATE: Aggregate = "iqm"
 PLASTICITY_METRIC = "plasticity/q/dormant/overall/tau_0.025"
-FIELDS = ("algo", "source", "target", "method", "sparsity", "weights", "adapt", "condition")
+FIELDS = (
+    "algo",
+    "source",
+    "target",
+    "method",
+    "sparsity",
+    "weights",
+    "adapt",
+    "condition",
+    "mask_sparsity",
+)
 
 Interval = tuple[float, float, float]
 AreaRatio = tuple[float, float, float, bool]
@@ -74,9 +102,21 @@ def parse_baselines(text: str) -> tuple[str, ...]:
     return names or DEFAULT_BASELINES
 
 
+def check_aggregate(aggregate: str) -> Aggregate:
+    """``aggregate`` (``iqm`` or ``mean``, any case), else InputError."""
+    name = str(aggregate).strip().lower()
+    if name not in AGGREGATES:
+        raise InputError(f"unknown aggregate {aggregate!r} ({', '.join(AGGREGATES)})")
+    return name  # type: ignore[return-value]
+
+
 @dataclass(frozen=True)
 class Condition:
-    """What a run trained: the grid coordinates of the study."""
+    """What a run trained: the grid coordinates of the study.
+
+    ``sparsity`` is the final sparsity, ``mask_sparsity`` the sparsity the run started from
+    (both rounded to 2 decimals; equal unless a transfer prunes on from its mask).
+    """
 
     algo: str
     source: str
@@ -86,15 +126,24 @@ class Condition:
     weights: str
     adapt: str
     condition: str
+    mask_sparsity: str
+
+    @property
+    def span(self) -> str:
+        """``0.80``, or ``0.80->0.90`` for a run that starts from a mask at 0.80 and ends at
+        0.90."""
+        final = _two_decimals(self.sparsity)
+        start = _two_decimals(self.mask_sparsity or self.sparsity)
+        return final if start == final else f"{start}->{final}"
 
     @property
     def label(self) -> str:
         if self.condition in ("dense", "baseline-dense"):
             return f"{self.algo} dense from scratch"
         if self.condition.startswith("baseline-"):
-            return f"{self.algo} {self.condition[9:]} on target, s={self.sparsity}"
+            return f"{self.algo} {self.condition[9:]} on target, s={self.span}"
         return (
-            f"{self.algo} {self.method} {self.source}->{self.target} s={self.sparsity} "
+            f"{self.algo} {self.method} {self.source}->{self.target} s={self.span} "
             f"{self.weights}/{self.adapt}"
         )
 
@@ -118,17 +167,21 @@ def condition_of(run: Any) -> Condition:
     game = params.get("game", "")
     if tags.get(f"{TAG}entry_point") == "train-dense":
         algo = params.get("agent.algo", "")
-        return Condition(algo, game, game, "", "0", "", "", "dense")
+        return Condition(algo, game, game, "", "0", "", "", "dense", mask_sparsity="0")
+    # The final sparsity; the mask's (start) sparsity defaults to it on runs logged before the
+    # mask_sparsity tag existed, and on baselines, which train at one sparsity throughout.
+    final = tags.get(f"{TAG}sparsity", "0")
     return Condition(
         algo=tags.get(f"{TAG}algo", params.get("agent.algo", "")),
         source=tags.get(f"{TAG}source_game", "") or "-",
         target=tags.get(f"{TAG}target_game", game),
         method=tags.get(f"{TAG}mask_method", "") or "-",
         # Realised sparsities (%.6g) differ in the last digits between masks of one level.
-        sparsity=_rounded(tags.get(f"{TAG}sparsity", "0")),
+        sparsity=_rounded(final),
         weights=tags.get(f"{TAG}weights", ""),
         adapt=tags.get(f"{TAG}adapt", ""),
         condition=tags.get(f"{TAG}condition", "transfer"),
+        mask_sparsity=_rounded(tags.get(f"{TAG}mask_sparsity", final)),
     )
 
 
@@ -174,12 +227,21 @@ def study_runs(study: str, scope: list[Any] | None = None) -> list[Any]:
     return runs
 
 
-def ticket_levels(runs: list[Any]) -> dict[tuple[str, str, str], dict[float, list[float]]]:
-    """Winning-ticket data of the study's find-mask runs: per (algo, game, method), per
-    sparsity level, the final evaluation IQM of the trained ticket of every seed."""
-    out: dict[tuple[str, str, str], dict[float, list[float]]] = defaultdict(
-        lambda: defaultdict(list)
-    )
+TicketKey = tuple[str, str, str]
+"""``(algo, game, method)`` of a find-mask run; ``method`` is ``imp``, ``gmp`` or ``random``."""
+
+
+def ticket_levels(runs: list[Any]) -> dict[TicketKey, dict[float, list[float]]]:
+    """Winning-ticket data of the study's find-mask runs: per (algo, game, method), per sparsity
+    level, the per-seed score of the trained ticket of every seed.
+
+    The per-seed score is ``final_eval_mean`` of the run's ``tickets.json`` (the mean return over
+    the episodes of the ticket's final evaluation): the same statistic as a training run's final
+    ``eval/score_mean``, so a ticket's point and the dense level compare like with like. The
+    random control (Frankle & Carbin 2019: the same sparsity, a random mask) is the find-mask runs
+    tagged ``sparse_ticket.method = random``.
+    """
+    out: dict[TicketKey, dict[float, list[float]]] = defaultdict(lambda: defaultdict(list))
     for run in finished(runs, "find-mask"):
         try:
             path = mlflow.artifacts.download_artifacts(
@@ -193,31 +255,70 @@ def ticket_levels(runs: list[Any]) -> dict[tuple[str, str, str], dict[float, lis
             run.data.tags.get(f"{TAG}method", ""),
         )
         for row in json.loads(Path(path).read_text()):
-            if row.get("final_eval_iqm") is not None:
-                out[key][round(row["sparsity_target"], 4)].append(row["final_eval_iqm"])
+            if row.get("final_eval_mean") is not None:
+                out[key][round(row["sparsity_target"], 4)].append(float(row["final_eval_mean"]))
     return out
 
 
-def write_ticket_figures(
-    levels: dict[tuple[str, str, str], dict[float, list[float]]],
-    folder: Path,
+def dense_final_scores(curves: dict[Condition, Curves]) -> dict[tuple[str, str], list[float]]:
+    """Per (algo, game), the per-seed score of every ``train-dense`` run: its last
+    ``eval/score_mean`` (the mean over its final evaluation's episodes)."""
+    out: dict[tuple[str, str], list[float]] = defaultdict(list)
+    for condition, runs in curves.items():
+        if condition.condition == "dense":
+            out[(condition.algo, condition.target)] += [float(v[-1]) for v in runs.values]
+    return dict(out)
+
+
+@dataclass
+class TicketFigure:
+    """The data of one winning-ticket figure (one algo and game).
+
+    ``series``: per method (tickets first, the ``random`` control last), ``(sparsities (L,),
+    points (L,), lows (L,), highs (L,))``: the IQM over seeds of the per-seed score at each
+    level with its 95% stratified-bootstrap CI. ``dense``: the same statistic of the
+    ``train-dense`` runs (0% sparsity), ``None`` when the study has none.
+    """
+
+    series: dict[str, figures.Curve]
+    dense: Interval | None
+
+
+def ticket_figures(
+    levels: dict[TicketKey, dict[float, list[float]]],
+    dense: dict[tuple[str, str], list[float]],
     reps: int,
     seed: int,
-) -> list[Path]:
-    """IQM vs sparsity per game: tickets of each method against the random control."""
+) -> dict[tuple[str, str], TicketFigure]:
+    """Per (algo, game) with tickets: the IQM (with CI) vs sparsity of each method and the
+    dense level, as in Frankle & Carbin (2019)'s figures."""
+    out: dict[tuple[str, str], TicketFigure] = {}
+    # Tickets (gmp, imp) first, the random control after them: the legend reads as in the paper.
+    for algo, game, method in sorted(levels, key=lambda k: (k[0], k[1], k[2] == "random", k[2])):
+        by_level = levels[(algo, game, method)]
+        xs = sorted(by_level)
+        cis = [_iqm_ci(by_level[x], reps, seed) for x in xs]
+        points, lows, highs = (np.array(v) for v in zip(*cis, strict=True))
+        if (algo, game) not in out:
+            scores = dense.get((algo, game))
+            out[(algo, game)] = TicketFigure({}, _iqm_ci(scores, reps, seed) if scores else None)
+        out[(algo, game)].series[method] = (np.array(xs), points, lows, highs)
+    return out
+
+
+def _iqm_ci(scores: list[float], reps: int, seed: int) -> Interval:
+    """IQM over seeds with its CI: ``scores (seeds,)``, one task."""
+    return iqm_with_ci({"x": np.array(scores, dtype=np.float64)[:, None]}, reps, seed=seed)["x"]
+
+
+def write_ticket_figures(data: dict[tuple[str, str], TicketFigure], folder: Path) -> list[Path]:
+    """``tickets_<algo>_<game>``: IQM vs sparsity of each method (tickets and the random
+    control) with the dense level as a dashed line and band."""
     files: list[Path] = []
-    for algo, game in sorted({(a, g) for a, g, _ in levels}):
-        series = {}
-        for (a, g, method), by_level in sorted(levels.items()):
-            if (a, g) != (algo, game):
-                continue
-            xs = sorted(by_level)
-            cis = [
-                iqm_with_ci({"x": np.array(by_level[x])[:, None]}, reps, seed=seed)["x"] for x in xs
-            ]
-            series[method] = tuple(np.array(v) for v in (xs, *zip(*cis, strict=True)))
+    for (algo, game), figure in sorted(data.items()):
         title = f"winning tickets: {algo} on {game}"
-        files += figures.winning_ticket_curves(series, folder / _slug("tickets", algo, game), title)
+        stem = folder / _slug("tickets", algo, game)
+        files += figures.winning_ticket_curves(figure.series, stem, title, dense=figure.dense)
     return files
 
 
@@ -332,17 +433,20 @@ def training_curves(
 # ------------------------------------------------------------------------------ statistics
 @dataclass
 class Comparison:
-    """Area ratio and probability of improvement of a condition against a reference one."""
+    """Area ratio and probability of improvement of a condition against a reference one
+    (``sparsity``: the reference's final sparsity)."""
 
     area_ratio: AreaRatio | None = None
     improvement: Interval | None = None
     note: str = ""
+    sparsity: str = ""
 
 
 @dataclass
 class Summary:
     """One row of the conditions table (``versus``: per named sparse baseline, the comparison,
-    or ``None`` when the study has no matching baseline runs)."""
+    or ``None`` when the study has no matching baseline runs; ``area_aggregate`` and
+    ``area_offset``: how every area ratio of the row is computed)."""
 
     condition: Condition
     seeds: int
@@ -355,6 +459,8 @@ class Summary:
     train_final: Interval | None = None
     train_curve: CurveCI | None = None
     versus: dict[str, Comparison | None] = field(default_factory=dict)
+    area_aggregate: str = DEFAULT_AGGREGATE
+    area_offset: float = 0.0
 
     def add_note(self, text: str) -> None:
         if text:
@@ -365,6 +471,7 @@ class Summary:
         row["seeds"] = self.seeds
         row.update(_interval_cells("final_iqm", self.final))
         row.update(_interval_cells("final_train_iqm", self.train_final))
+        row.update(area_aggregate=self.area_aggregate, area_offset=self.area_offset)
         if self.area_ratio is not None:
             point, low, high, significant = self.area_ratio
             row.update(area_ratio=point, area_ratio_low=low, area_ratio_high=high)
@@ -384,11 +491,13 @@ def _interval_cells(prefix: str, interval: Interval | None) -> dict[str, Any]:
 
 def _versus_cells(name: str, comparison: Comparison | None) -> dict[str, Any]:
     """``area_ratio_vs_<name>`` (point, low, high), ``significant_vs_<name>``,
-    ``p_improvement_vs_<name>``; empty cells where there is no value."""
+    ``p_improvement_vs_<name>``, ``sparsity_vs_<name>`` (the baseline's final sparsity); empty
+    cells where there is no value."""
     ratio = comparison.area_ratio if comparison is not None else None
     point, low, high, significant = ratio if ratio is not None else ("", "", "", "")
     improvement = comparison.improvement if comparison is not None else None
     return {
+        f"sparsity_vs_{name}": comparison.sparsity if comparison is not None else "",
         f"area_ratio_vs_{name}": point,
         f"area_ratio_vs_{name}_low": low,
         f"area_ratio_vs_{name}_high": high,
@@ -403,14 +512,23 @@ def summarise(
     seed: int,
     train: dict[Condition, Curves] | None = None,
     baselines: Iterable[str] = DEFAULT_BASELINES,
+    aggregate: Aggregate = DEFAULT_AGGREGATE,
 ) -> list[Summary]:
     """Final IQMs (evaluation and training return), curves, and comparisons against the
-    scratch runs (``dense``) and the named sparse baselines of the same target."""
+    scratch runs (``dense``) and the named sparse baselines of the same target.
+
+    Every area ratio on a target game uses ``aggregate`` over runs and that game's fixed
+    :func:`game_offset`, so all comparisons on one game share one zero of the return scale.
+    """
+    aggregate = check_aggregate(aggregate)  # before any bootstrap: not one note per comparison
     summaries = {c: _evaluation_summary(c, runs, reps, seed) for c, runs in curves.items()}
     for condition, runs in (train or {}).items():
         summary = summaries.setdefault(condition, Summary(condition, len(runs.run_ids)))
         _add_training(summary, runs, reps, seed)
     names = tuple(baselines)
+    for summary in summaries.values():
+        summary.area_aggregate = aggregate
+        summary.area_offset = game_offset(summary.condition.target)
     for summary in summaries.values():
         _add_comparisons(summary, summaries, names, reps, seed)
     return list(summaries.values())
@@ -490,8 +608,9 @@ def _scratch_for(condition: Condition, summaries: dict[Condition, Summary]) -> S
 def _baseline_for(
     condition: Condition, name: str, summaries: dict[Condition, Summary]
 ) -> Summary | None:
-    """The ``baseline-<name>`` runs of the same algo and target game at the same sparsity
-    (rounded to 2 decimals); the one with most seeds if several conditions match."""
+    """The ``baseline-<name>`` runs of the same algo and target game at the same final sparsity
+    (rounded to 2 decimals; a transfer that prunes on from 0.8 to 0.9 meets the baseline at
+    0.9); the one with most seeds if several conditions match."""
     level = _rounded(condition.sparsity)
     matches = [
         summary
@@ -512,20 +631,37 @@ def _rounded(sparsity: str) -> str:
         return sparsity
 
 
+def _two_decimals(sparsity: str) -> str:
+    """``"0.8"`` -> ``"0.80"`` for labels and titles (text that is no number stays as it is)."""
+    try:
+        return f"{float(sparsity):.2f}"
+    except ValueError:
+        return sparsity
+
+
 def _compare(summary: Summary, reference: Summary, reps: int, seed: int) -> Comparison:
-    """Area ratio and probability of improvement against ``reference`` on a shared grid."""
+    """Area ratio and probability of improvement against ``reference`` on a shared grid, with
+    the summary's aggregate and (target game's) offset."""
     grid_a, grid_b = summary.curve[0], reference.curve[0]
     end = min(grid_a[-1], grid_b[-1])
     grid = np.union1d(grid_a[grid_a <= end], grid_b[grid_b <= end])
     if len(grid) < 2:
-        return Comparison(note="too few steps for an area")
+        return Comparison(note="too few steps for an area", sparsity=reference.condition.sparsity)
     ours = np.stack([np.interp(grid, grid_a, row) for row in summary.matrix])
     theirs = np.stack([np.interp(grid, grid_b, row) for row in reference.matrix])
-    comparison = Comparison()
+    comparison = Comparison(sparsity=reference.condition.sparsity)
     try:
-        comparison.area_ratio = area_ratio_ci(ours, theirs, grid, reps=reps, seed=seed)
+        comparison.area_ratio = area_ratio_ci(
+            ours,
+            theirs,
+            grid,
+            reps=reps,
+            seed=seed,
+            offset=summary.area_offset,
+            aggregate=summary.area_aggregate,
+        )
     except ValueError as error:
-        comparison.note = str(error)
+        comparison.note = f"no area ratio on {summary.condition.target}: {error}"
     comparison.improvement = probability_of_improvement(
         summary.matrix[:, -1:], reference.matrix[:, -1:], reps=min(reps, 2000), seed=seed
     )
@@ -596,21 +732,46 @@ def _ratio_vs(summary: Summary, name: str) -> AreaRatio | None:
     return comparison.area_ratio if comparison is not None else None
 
 
-def _write_grids(summaries: list[Summary], folder: Path, name: str) -> list[Path]:
-    """One source x target grid of area ratios vs baseline ``name`` per transfer setting:
-    ``grid_<setting>`` vs dense, ``grid_vs-<name>_<setting>`` vs a sparse baseline."""
-    grids: dict[tuple[str, ...], dict[tuple[str, str], AreaRatio]] = defaultdict(dict)
+@dataclass
+class Grid:
+    """One transfer grid: its title and ``(source, target) -> (point, low, high,
+    significant)`` cells."""
+
+    title: str
+    cells: dict[tuple[str, str], AreaRatio] = field(default_factory=dict)
+
+
+def transfer_grids(summaries: list[Summary], name: str) -> dict[str, Grid]:
+    """The source x target grids of area ratios vs baseline ``name``, by file stem: one per
+    transfer setting, ``grid_<setting>`` vs dense, ``grid_vs-<name>_<setting>`` vs a sparse
+    baseline. A setting whose transfers prune on from their mask's sparsity has
+    ``<start>-<final>`` in its stem, and every title states the sparsity of both sides."""
+    grids: dict[tuple[str, ...], Grid] = {}
     for s in summaries:
         c, ratio = s.condition, _ratio_vs(s, name)
-        if c.condition == "transfer" and ratio is not None:
-            grids[(c.algo, c.method, c.sparsity, c.weights, c.adapt)][(c.source, c.target)] = ratio
+        if c.condition != "transfer" or ratio is None:
+            continue
+        level = c.sparsity if c.mask_sparsity == c.sparsity else f"{c.mask_sparsity}-{c.sparsity}"
+        key = (c.algo, c.method, level, c.weights, c.adapt)
+        if key not in grids:
+            if name == "dense":
+                versus = "dense from scratch"
+            else:  # matched at the final sparsity, so one level per setting
+                versus = f"{name} on target at s={_two_decimals(s.versus[name].sparsity)}"
+            grids[key] = Grid(
+                f"area ratio ({s.area_aggregate.upper()} curves) vs {versus}\n"
+                f"transfer s={c.span}: {c.algo} {c.method} {c.weights}/{c.adapt}"
+            )
+        grids[key].cells[(c.source, c.target)] = ratio
     prefix = ("grid",) if name == "dense" else ("grid", f"vs-{name}")
-    versus = "dense from scratch" if name == "dense" else f"{name} on target (same sparsity)"
+    return {_slug(*prefix, *key): grid for key, grid in sorted(grids.items())}
+
+
+def _write_grids(summaries: list[Summary], folder: Path, name: str) -> list[Path]:
     files: list[Path] = []
-    for key, cells in sorted(grids.items()):
-        games = sorted({g for pair in cells for g in pair})
-        title = f"area ratio vs {versus}: {' '.join(key)}"
-        files += figures.transfer_grid(cells, games, folder / _slug(*prefix, *key), title)
+    for stem, grid in transfer_grids(summaries, name).items():
+        games = sorted({g for pair in grid.cells for g in pair})
+        files += figures.transfer_grid(grid.cells, games, folder / stem, grid.title)
     return files
 
 
@@ -637,26 +798,44 @@ def evaluate_study(
     reps: int = 10_000,
     seed: int = 0,
     baselines: tuple[str, ...] = DEFAULT_BASELINES,
+    aggregate: str = DEFAULT_AGGREGATE,
 ) -> list[Path]:
-    """Gather, summarise, write tables (and figures when available); returns the files."""
+    """Gather, summarise, write tables (and figures when available); returns the files.
+
+    ``aggregate``: ``"iqm"`` (default) or ``"mean"``, the curve over runs whose area the area
+    ratios compare (see ``sparse_ticket.metrics.aggregate.area_ratio``).
+    """
+    name = check_aggregate(aggregate)
     folder.mkdir(parents=True, exist_ok=True)
     everything = scope_runs(study)
     runs = study_runs(study, everything)
     evaluation = metric_curves(runs, EVAL_METRIC)
     train = training_curves(runs, evaluation)
-    summaries = summarise(evaluation, reps, seed, train, baselines)
+    summaries = summarise(evaluation, reps, seed, train, baselines, name)
     files = write_tables(summaries, folder)
     plasticity = metric_curves(runs, PLASTICITY_METRIC)
     files += write_figures(summaries, plasticity, folder, reps, seed, baselines)
-    files += write_ticket_figures(ticket_levels(everything), folder, reps, seed)
+    tickets = ticket_figures(ticket_levels(everything), dense_final_scores(evaluation), reps, seed)
+    files += write_ticket_figures(tickets, folder)
     record = {"study": study, "runs": len(runs), "conditions": len(summaries)}
     record["baselines"] = list(baselines)
+    record["area_aggregate"] = name
+    targets = sorted({s.condition.target for s in summaries})
+    record["area_offset"] = {game: game_offset(game) for game in targets}
+    record["per_seed_score"] = f"{EVAL_METRIC} of the final evaluation (tickets: final_eval_mean)"
     (folder / "study.json").write_text(json.dumps(record, indent=2))
     files.append(folder / "study.json")
     return files
 
 
-def evaluate(study: str, output_dir: str, reps: str, seed: str, baselines: str = "dense") -> int:
+def evaluate(
+    study: str,
+    output_dir: str,
+    reps: str,
+    seed: str,
+    baselines: str = "dense",
+    aggregate: str = DEFAULT_AGGREGATE,
+) -> int:
     """The entry point: evaluate ``study`` inside an MLflow run and log every output file."""
     from mlproject.errors import parse_int
     from mlproject.tracking import log_provenance
@@ -664,12 +843,14 @@ def evaluate(study: str, output_dir: str, reps: str, seed: str, baselines: str =
     repetitions = parse_int(reps, "reps", minimum=100)
     rng_seed = parse_int(seed, "seed", minimum=0)
     names = parse_baselines(baselines)
+    curve = check_aggregate(aggregate)
     runs = study_runs(study)  # validate before a run opens
     with mlflow.start_run() as run:
         folder = Path(output_dir or f"evaluation/{run.info.run_id}").resolve()
         params = {"study": study, "reps": repetitions, "baselines": ",".join(names)}
+        params["aggregate"] = curve
         log_provenance(params, {f"{TAG}entry_point": ENTRY_POINT})
-        files = evaluate_study(study, folder, repetitions, rng_seed, names)
+        files = evaluate_study(study, folder, repetitions, rng_seed, names, curve)
         for path in files:
             mlflow.log_artifact(str(path), "evaluation")
         print(f"evaluate: {len(runs)} runs; tables and figures in {folder}")

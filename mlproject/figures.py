@@ -246,13 +246,22 @@ def _shift(container: ErrorbarContainer, transform: Transform) -> None:
             artist.set_transform(transform)
 
 
+DENSE_LABEL = "dense (0% sparsity)"
+
+
 def _dense_reference(ax: Axes, dense: tuple[float, float, float]) -> None:
-    """A dashed horizontal line at the dense point with its CI as a grey band."""
+    """A dashed horizontal line at the dense point with its CI as a grey band.
+
+    A line across all sparsities rather than a point at 0%: the x axis shows only the measured
+    levels (e.g. 60-95%), and the question each ticket answers is "does it reach the dense
+    level?". Frankle & Carbin (2019) show the unpruned network as the 100%-of-weights point of
+    each curve; the line makes the same comparison at every level.
+    """
     point, low, high = (float(v) for v in dense)
     if math.isfinite(low) and math.isfinite(high):
         ax.axhspan(low, high, color="0.5", alpha=BAND_ALPHA, linewidth=0)
     if math.isfinite(point):
-        ax.axhline(point, color="0.25", linestyle="--", linewidth=1.2, label="dense")
+        ax.axhline(point, color="0.25", linestyle="--", linewidth=1.2, label=DENSE_LABEL)
 
 
 def winning_ticket_curves(
@@ -263,13 +272,17 @@ def winning_ticket_curves(
 ) -> list[Path]:
     """Score vs sparsity with CI error bars, one series per label, and a dense reference.
 
+    The winning-ticket figure of Frankle & Carbin (2019): each ticket method (IMP, GMP) and the
+    random control (a random mask at the same sparsity) beside the dense network's level. All
+    of them show the same statistic, the IQM over seeds of the per-seed score.
+
     Args:
-        series: ``label -> (sparsities, points, lows, highs)``; sparsities are fractions in
-            ``[0, 1]`` and are shown as percentages.
+        series: ``label -> (sparsities, points, lows, highs)``, each ``(L,)``; sparsities are
+            fractions in ``[0, 1]`` and are shown as percentages.
         stem: Output path without suffix.
         title: Axes title.
-        dense: Optional ``(point, low, high)`` of the dense network, drawn as a dashed line
-            with a shaded band.
+        dense: Optional ``(point, low, high)`` of the dense network (0% sparsity), drawn as a
+            dashed line labelled :data:`DENSE_LABEL` with a shaded band.
 
     Returns:
         ``[<stem>.png, <stem>.pdf]``.

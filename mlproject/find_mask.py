@@ -7,7 +7,13 @@ Artifact contract of the parent run, per requested level (``sparsity_0.60/`` ...
     mask.pt, mask.json          {"q.encoder.conv1.weight": bool tensor, ...} and its sidecar
     ticket.pt, ticket.json      {role: state_dict}: the rewound weights under the mask
     trained.pt, trained.json    {role: state_dict}: the weights after training under the mask
+    rewind.pt, rewind.json      {role: state_dict}: the unmasked rewind point (init, or step k)
     tickets.json                one row per level: realised sparsity, round run id, final eval
+
+The random-ticket control (``--method random --template <mask> --random-weights ticket``) puts
+the template's ``rewind.pt`` under its random mask, so its active weights start at their original
+initial values (Frankle & Carbin 2019), not at the template ticket's zeros; ``--random-weights
+reinit`` draws a fresh init from the ``reinit`` stream instead (``TrainConfig.init_stream``).
 
 Sidecars hold the method, the target and realised sparsity (overall and per layer), source game,
 algo, seed, the architecture fingerprint, and content hashes. A mask is loaded back by its
@@ -61,6 +67,7 @@ from sparse_ticket.sparsity.masks import (
     content_hash,
     load_mask,
     overlap,
+    role_sparsity,
     save_mask,
     sparsity_report,
 )
@@ -148,6 +155,9 @@ def build_find_config(request: FindMaskRequest) -> tuple[TrainConfig, list[float
         raise InputError(str(error)) from None
     if request.random_weights not in ("ticket", "reinit"):
         raise InputError(f"random_weights must be ticket or reinit, got {request.random_weights!r}")
+    if request.method == "random" and request.random_weights == "reinit":
+        # Its own stream: the "init" stream would give the template ticket's init again.
+        config.init_stream = "reinit"
     return config, parse_levels(request.sparsities)
 
 
@@ -227,6 +237,7 @@ class MlflowRounds:
             "sparsity_target": ticket.sparsity,
             "sparsity": report["overall"],
             "per_layer": {k: v for k, v in report.items() if k != "overall"},
+            "per_role": role_sparsity(ticket.mask),
             "source_game": self.config.game,
             "algo": self.config.agent.algo,
             "encoder": self.config.agent.encoder,
@@ -248,7 +259,8 @@ class MlflowRounds:
         save_mask(ticket.mask, folder / "mask.pt")
         torch.save(ticket.ticket_weights, folder / "ticket.pt")
         torch.save(ticket.trained_weights, folder / "trained.pt")
-        for kind in ("mask", "ticket", "trained"):
+        torch.save(ticket.rewind_weights, folder / "rewind.pt")
+        for kind in ("mask", "ticket", "trained", "rewind"):
             sidecar = self._sidecar(ticket, kind, folder / f"{kind}.pt")
             (folder / f"{kind}.json").write_text(json.dumps(sidecar, indent=2))
         client = mlflow.MlflowClient()
@@ -257,6 +269,7 @@ class MlflowRounds:
         row = {
             "sparsity_target": ticket.sparsity,
             "sparsity": sparsity_report(ticket.mask)["overall"],
+            "sparsity_per_role": role_sparsity(ticket.mask),
             "round": ticket.round_index,
             "round_run_id": self.rounds.get(ticket.round_index, ""),
             "artifact_dir": folder.name,
@@ -350,9 +363,11 @@ def _template(request: FindMaskRequest, config: TrainConfig):
         raise InputError(f"template does not fit this architecture: {error}") from None
     weights = None
     if request.random_weights == "ticket":
-        ticket_uri = request.template.rsplit("/", 1)[0] + "/ticket.pt"
+        # The unmasked rewind point, not ticket.pt: ticket.pt is already zero off the template's
+        # mask, so under a random mask most active weights would start at exactly 0.
+        rewind_uri = request.template.rsplit("/", 1)[0] + "/rewind.pt"
         try:
-            weights = load_weights(download(ticket_uri, "template ticket"))
+            weights = load_weights(download(rewind_uri, "template rewind point"))
         except CheckpointError as error:
             raise InputError(str(error)) from None
     return mask, weights

@@ -86,7 +86,7 @@ def filesystem_type(path: Path) -> str:
 
 def check_tracking(uri: str, fstype: str) -> None:
     """Refuse a sqlite (or file) store on a shared filesystem: parallel jobs on several nodes
-    would corrupt it, and sqlite locking over NFS is unreliable (DESIGN.md section 3)."""
+    would corrupt it, and sqlite locking over NFS is unreliable."""
     local_store = uri.startswith("sqlite:") or uri.startswith("file:") or "://" not in uri
     if local_store and any(fstype.startswith(name) for name in SHARED_FILESYSTEMS):
         raise InputError(

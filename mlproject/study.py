@@ -382,7 +382,7 @@ def build_dag(spec: StudySpec, imp_rounds: int, frames_per_step: int = 4) -> lis
     ):
         if name == "dense" and dense_serves_as_baseline(spec, target):
             continue
-        for level in [None] if name == "dense" else spec.transfer_sparsities:
+        for level in baseline_levels(spec, name):
             builder.baseline(algo, target, name, level, seed)
     training = list(builder.nodes)
     evaluation = Node(
@@ -397,6 +397,22 @@ def build_dag(spec: StudySpec, imp_rounds: int, frames_per_step: int = 4) -> lis
         after=training,
     )
     return [*builder.nodes.values(), evaluation]
+
+
+def baseline_levels(spec: StudySpec, name: str) -> list[float | None]:
+    """The sparsities baseline ``name`` trains at: every level a transfer *ends* at.
+
+    That is each transferred level, and for ``adapt = gmp`` its final sparsity too (a transfer
+    that prunes on from 0.8 to 0.9 is compared with baselines at 0.9). ``dense`` has no level;
+    ``random`` copies the densities of an IMP mask, so only the ticket levels exist for it.
+    """
+    if name == "dense":
+        return [None]
+    levels = list(spec.transfer_sparsities)
+    final = spec.adapt_gmp_final_sparsity
+    if name != "random" and "gmp" in spec.adapt and final is not None and final not in levels:
+        levels.append(final)
+    return levels
 
 
 def dense_serves_as_baseline(spec: StudySpec, target: str) -> bool:

@@ -13,7 +13,13 @@ with the given mask's per-layer densities, from a fresh init).
 
 Lineage tags (``sparse_ticket.*``) let ``mlflow.search_runs`` and the UI slice the grid:
 ``condition``, ``source_run_id``, ``source_game``, ``target_game``, ``mask_method``,
-``sparsity``, ``weights``, ``adapt``, ``baseline``.
+``sparsity`` (the sparsity the run *ends* at: ``--final-sparsity`` for ``adapt=gmp``, else the
+mask's), ``mask_sparsity`` (the transferred mask's, where it starts), ``weights``, ``adapt``,
+``baseline``. A transfer is compared with baselines at its final ``sparsity``.
+
+``--weights reinit`` draws its fresh init from the ``reinit`` stream (``TrainConfig.init_stream``):
+with the ``init`` stream it would be bit-identical to the source ticket's rewound init, and the
+re-initialisation control would be the ticket condition again.
 """
 
 from __future__ import annotations
@@ -43,6 +49,7 @@ from sparse_ticket.transfer import (
     adapt_config,
     encoder_mask,
     encoder_weights,
+    final_sparsity,
 )
 
 ENTRY_POINT = "transfer"
@@ -140,9 +147,12 @@ def plan_transfer(request: TransferRequest) -> Plan:
         adapt_config(config.sparsity, request.adapt, mask, final)
     except ValueError as error:
         raise InputError(str(error)) from None
+    if request.weights == "reinit":
+        config.init_stream = "reinit"
     tags = _lineage(config, sidecar, request)
     tags[f"{TAG}condition"] = "transfer"
-    tags[f"{TAG}sparsity"] = f"{sparsity_report(mask)['overall']:.6g}"
+    tags[f"{TAG}mask_sparsity"] = f"{sparsity_report(mask)['overall']:.6g}"
+    tags[f"{TAG}sparsity"] = f"{final_sparsity(config.sparsity, mask):.6g}"
     return Plan(config, tags, mask, _source_weights(request, request.mask))
 
 
@@ -160,6 +170,7 @@ def _plan_baseline(request: TransferRequest, config: TrainConfig, final: float |
     tags = _lineage(config, sidecar, request)
     tags[f"{TAG}condition"] = f"baseline-{request.baseline}"
     tags[f"{TAG}sparsity"] = "0" if request.baseline == "dense" else f"{level:.6g}"
+    tags[f"{TAG}mask_sparsity"] = tags[f"{TAG}sparsity"]
     plan = Plan(config, tags)
     if request.baseline == "dense":
         config.sparsity.regime = "dense"

@@ -5,8 +5,9 @@ as ``section.field`` (``agent.lr``) or, where the name is unique across sections
 name (``lr``); :func:`apply_overrides` parses ``"lr=1e-4 target_update=8000"`` strings against the
 field types, so a typo or a bad value is an error, never a silently ignored setting.
 
-Defaults are the full-scale protocol of the design notes (DESIGN.md §2): ALE v5 with sticky actions
-0.25 (Machado et al. 2018), Adam 1e-4, replay 1M, learning starts 80k, 10M agent steps.
+Defaults are the full-scale protocol of ``docs/protocol.md`` ("Environment and agent protocol"):
+ALE v5 with sticky actions 0.25 (Machado et al. 2018), Adam 1e-4, replay 1M, learning starts 80k,
+10M agent steps.
 """
 
 from __future__ import annotations
@@ -23,7 +24,7 @@ class ConfigError(ValueError):
 
 @dataclass
 class EnvConfig:
-    """Environment protocol (Machado et al. 2018; DESIGN.md §2). Every field is logged."""
+    """Environment protocol (Machado et al. 2018; docs/protocol.md). Every field is logged."""
 
     suite: str = "atari"
     """``atari`` (ALE through ale-py) or ``minatar`` (the MinAtar suite, for CPU-scale studies)."""
@@ -173,6 +174,10 @@ class TrainConfig:
     """Game name: any ALE ROM in snake_case (``space_invaders``) or a MinAtar game."""
     seed: int = 0
     """Master seed: network init, exploration, replay sampling and env episodes derive from it."""
+    init_stream: str = "init"
+    """The named stream the initial weights are drawn from (``sparse_ticket.seeding``): ``init``,
+    or ``reinit`` for the re-initialisation controls, whose fresh weights must differ from the
+    source ticket's at the same seed (Frankle & Carbin 2019)."""
     env: EnvConfig = field(default_factory=EnvConfig)
     agent: AgentConfig = field(default_factory=AgentConfig)
     run: RunConfig = field(default_factory=RunConfig)
@@ -295,6 +300,7 @@ def validate(config: TrainConfig) -> None:
         (0.0 <= config.run.eval_epsilon <= 1.0, "run.eval_epsilon must be in [0, 1]"),
         (0.0 < config.run.eps_decay_fraction <= 1.0, "run.eps_decay_fraction must be in (0, 1]"),
         (config.agent.loss in ("huber", "mse"), "agent.loss must be huber or mse"),
+        (config.init_stream in INIT_STREAMS, "init_stream must be init or reinit"),
         (
             config.run.replay_device in ("auto", "host", "device"),
             "run.replay_device must be auto, host or device",
@@ -337,3 +343,4 @@ ALLOCATIONS = ("global", "uniform", "erk")
 ALGOS = ("ddqn", "dqv", "dqv-max")
 SUITES = ("atari", "minatar")
 ENCODERS = ("nature", "minatar")
+INIT_STREAMS = ("init", "reinit")

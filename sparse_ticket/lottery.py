@@ -50,6 +50,9 @@ class Ticket:
     round_index: int
     eval_history: list[dict[str, Any]] = field(default_factory=list)
     """Evaluations of the run that trained the ticket (for winning-ticket curves)."""
+    rewind_weights: Weights | None = None
+    """The unmasked weights the ticket was rewound to (the init, or step k with late
+    rewinding): what the random-ticket control puts under its random mask."""
 
 
 @dataclass
@@ -203,16 +206,22 @@ def run_chains(chains: Sequence[Chain], batching: str = "auto") -> list[list[Tic
 
 
 def _report(
-    hooks: RoundHooks, runner: Runner, sparsity: float, ticket_weights: Weights, index: int
+    hooks: RoundHooks,
+    runner: Runner,
+    sparsity: float,
+    rewind_weights: Weights,
+    index: int,
 ) -> Ticket:
-    """The ticket a finished round trained under its mask, handed to the hooks."""
+    """The ticket a finished round trained under its mask, handed to the hooks: the unmasked
+    ``rewind_weights`` under the round's mask."""
     ticket = Ticket(
         sparsity,
         runner.sparsity.mask,
-        ticket_weights,
+        masked(rewind_weights, runner.sparsity.mask),
         runner.agent.weights_state_dict(),
         index,
         runner.eval_history,
+        rewind_weights,
     )
     hooks.on_ticket(ticket)
     return ticket
@@ -259,21 +268,20 @@ def imp_chain(
     tickets, mask, trained = [], None, dense.trained_weights
     for index, sparsity in enumerate(imp_levels(levels, config.sparsity.imp_prune_fraction), 1):
         mask = magnitude_mask(trained, mask, sparsity, config)
-        ticket_weights = masked(dense.rewind_weights, mask)
         with hooks.round(index, sparsity) as sink:
             runner = yield Round(
                 _round_config(config, "static", sparsity, steps),
                 directory / f"round_{index}",
                 sink,
                 {
-                    "initial_weights": ticket_weights,
+                    "initial_weights": masked(dense.rewind_weights, mask),
                     "initial_mask": mask,
                     "early_stop": _early_stop(window, reference),
                 },
             )
         trained = runner.agent.weights_state_dict()
         if round(sparsity, 6) in wanted:
-            tickets.append(_report(hooks, runner, sparsity, ticket_weights, index))
+            tickets.append(_report(hooks, runner, sparsity, dense.rewind_weights, index))
     return tickets
 
 
@@ -306,9 +314,7 @@ def gmp_chain(
                 {"initial_weights": dense.trained_weights if dense else None},
             )
         rewind = dense.rewind_weights if dense else runner.rewind_weights
-        tickets.append(
-            _report(hooks, runner, sparsity, masked(rewind, runner.sparsity.mask), index)
-        )
+        tickets.append(_report(hooks, runner, sparsity, rewind, index))
     return tickets
 
 
@@ -325,8 +331,10 @@ def find_random_tickets(
 
     With a ``template`` mask, each random mask has exactly its per-layer densities (and the
     level is the template's); without one, the config's allocation at each level (``global``
-    has no magnitudes to rank, so it means ``uniform`` here). The weights are the template's
-    ticket weights under the random mask, or, without ``template_weights``, a fresh init.
+    has no magnitudes to rank, so it means ``uniform`` here). The weights are
+    ``template_weights`` (the template ticket's *unmasked* rewind point: its init, or step k)
+    under the random mask, so every active weight starts at its original initial value, as in
+    Frankle & Carbin's random-pruning control; without ``template_weights``, a fresh init.
     """
     chain = random_chain(config, levels, directory, hooks, template, template_weights, seed)
     return run_chain(chain)
@@ -354,7 +362,8 @@ def random_chain(
                 args["initial_weights"] = masked(template_weights, mask)
         with hooks.round(index, sparsity) as sink:
             runner = yield Round(round_config, directory / f"random_{index}", sink, args)
-        tickets.append(_report(hooks, runner, sparsity, runner.rewind_weights, index))
+        rewind = template_weights if template_weights is not None else runner.rewind_weights
+        tickets.append(_report(hooks, runner, sparsity, rewind, index))
     return tickets
 
 

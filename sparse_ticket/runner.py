@@ -35,6 +35,7 @@ from sparse_ticket.envs.base import StepResult
 from sparse_ticket.metrics.plasticity import PlasticityProbe
 from sparse_ticket.replay import DeviceFrameReplay, FrameReplay
 from sparse_ticket.schedules import crossed, linear_schedule
+from sparse_ticket.seeding import derive_seed
 from sparse_ticket.sparsity.controller import SparsityController
 from sparse_ticket.sparsity.masks import Mask
 
@@ -65,14 +66,6 @@ class NullSink:
 
     def on_evaluation(self, history: list[dict[str, Any]]) -> None:
         pass
-
-
-def derive_seed(seed: int, *words: int | str) -> int:
-    """An independent 32-bit seed for one stream (env, eval, exploration, replay) of a run."""
-    ints = [seed] + [
-        w if isinstance(w, int) else int.from_bytes(w.encode(), "little") for w in words
-    ]
-    return int(np.random.SeedSequence(ints).generate_state(1)[0])
 
 
 def interquartile_mean(values: np.ndarray) -> float:
@@ -194,7 +187,7 @@ class Runner:
         run = config.run
         if run.torch_threads:
             torch.set_num_threads(run.torch_threads)
-        torch.manual_seed(derive_seed(config.seed, "init"))
+        torch.manual_seed(derive_seed(config.seed, "torch"))
         self.env = make_env(config.game, config.env, derive_seed(config.seed, "train-env"))
         self.eval_env = make_env(
             config.game,
@@ -204,7 +197,13 @@ class Runner:
             max_episode_frames=run.eval_max_frames,
         )
         self.device = torch.device(run.device)
-        self.agent = make_agent(config.agent, self.env.obs_shape, self.env.num_actions, self.device)
+        self.agent = make_agent(
+            config.agent,
+            self.env.obs_shape,
+            self.env.num_actions,
+            self.device,
+            init_seed=derive_seed(config.seed, config.init_stream),
+        )
         if initial_weights is not None:
             self.agent.load_weights_state_dict(merge_weights(self.agent, initial_weights))
         self.sparsity = SparsityController(
@@ -213,6 +212,7 @@ class Runner:
             self.agent,
             derive_seed(config.seed, "sparsity"),
             initial_mask,
+            learning_starts=run.learning_starts,
         )
         self.sparsity.start()
         self.rewind_weights = (

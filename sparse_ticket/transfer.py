@@ -56,3 +56,9 @@ def adapt_config(sparsity: SparsityConfig, adapt: str, mask: Mask, final: float 
         sparsity.sparsity = final
     else:
         sparsity.sparsity = level
+
+
+def final_sparsity(sparsity: SparsityConfig, mask: Mask) -> float:
+    """The sparsity a transfer run ends at: GMP's final level, else the transferred mask's
+    (static, SET and RigL keep it). Baselines are matched at this level."""
+    return sparsity.sparsity if sparsity.regime == "gmp" else sparsity_report(mask)["overall"]

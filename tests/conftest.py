@@ -13,18 +13,23 @@ import pytest
 ROOT = Path(__file__).resolve().parents[1]
 
 
+def use_store(folder: Path, patch: pytest.MonkeyPatch) -> str:
+    """Point this process and its children at a fresh sqlite store in ``folder``; its URI."""
+    uri = f"sqlite:///{folder / 'mlflow.db'}"
+    patch.setenv("MLFLOW_TRACKING_URI", uri)
+    patch.setenv("SPARSE_TICKET_CHECKPOINT_DIR", str(folder / "ckpt"))
+    patch.setenv("MLFLOW_DISABLE_TELEMETRY", "true")
+    for leftover in ("MLFLOW_RUN_ID", "MLFLOW_EXPERIMENT_ID", "MLFLOW_EXPERIMENT_NAME"):
+        patch.delenv(leftover, raising=False)
+    patch.chdir(folder)
+    mlflow.set_tracking_uri(uri)
+    return uri
+
+
 @pytest.fixture
 def tracking(tmp_path, monkeypatch):
     """A fresh sqlite tracking store in tmp_path, for this process and its children."""
-    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
-    monkeypatch.setenv("MLFLOW_TRACKING_URI", uri)
-    monkeypatch.setenv("SPARSE_TICKET_CHECKPOINT_DIR", str(tmp_path / "ckpt"))
-    monkeypatch.setenv("MLFLOW_DISABLE_TELEMETRY", "true")
-    for leftover in ("MLFLOW_RUN_ID", "MLFLOW_EXPERIMENT_ID", "MLFLOW_EXPERIMENT_NAME"):
-        monkeypatch.delenv(leftover, raising=False)
-    monkeypatch.chdir(tmp_path)
-    mlflow.set_tracking_uri(uri)
-    yield uri
+    yield use_store(tmp_path, monkeypatch)
     mlflow.set_tracking_uri(None)
 
 

@@ -349,3 +349,22 @@ def test_ddqn_reduces_td_loss_on_a_fixed_batch() -> None:
     losses = [agent.update(batch)["td_loss"] for _ in range(50)]
     first, last = losses[0].item(), torch.stack(losses[-5:]).mean().item()
     assert last < 0.2 * first, (first, last)
+
+
+@pytest.mark.parametrize("algo", ["dqv", "dqv-max"])
+def test_each_roles_encoder_init_is_independent_of_the_action_count(algo):
+    """Each network draws its init from its own stream (derive_seed(init_seed, role)): the V
+    encoder of a 4-action game equals that of a 6-action game at one seed. Drawing V after Q from
+    one generator made it depend on the size of Q's head, so DQV pairs across games differed."""
+    four = make_agent(make_config(algo), MINATAR, 4, "cpu", init_seed=7)
+    six = make_agent(make_config(algo), MINATAR, 6, "cpu", init_seed=7)
+    for role in ("q", "v"):
+        a, b = four.weights_state_dict()[role], six.weights_state_dict()[role]
+        for name in a:
+            if name.startswith("encoder."):
+                assert torch.equal(a[name], b[name]), (role, name)
+    other = make_agent(make_config(algo), MINATAR, 4, "cpu", init_seed=8)
+    w = "encoder.conv1.weight"
+    assert not torch.equal(four.weights_state_dict()["v"][w], other.weights_state_dict()["v"][w])
+    # The two roles are different draws, not one init copied.
+    assert not torch.equal(four.weights_state_dict()["q"][w], four.weights_state_dict()["v"][w])

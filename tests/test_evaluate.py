@@ -3,13 +3,28 @@
 from __future__ import annotations
 
 import csv
+import json
 
 import mlflow
 import numpy as np
 import pytest
 
 from mlproject.cli import main
-from mlproject.evaluate import evaluate_study, windowed_episode_curve
+from mlproject.errors import InputError
+from mlproject.evaluate import (
+    Comparison,
+    Condition,
+    Summary,
+    dense_final_scores,
+    evaluate_study,
+    metric_curves,
+    scope_runs,
+    ticket_figures,
+    ticket_levels,
+    transfer_grids,
+    windowed_episode_curve,
+)
+from mlproject.figures import DENSE_LABEL
 from tests.test_cli_errors import _assert_clean_failure
 
 STEPS = (0, 100, 200)
@@ -74,16 +89,87 @@ def test_area_ratio_and_final_iqm_by_hand(tracking, tmp_path):
     assert (tmp_path / "out" / "conditions.md").read_text().count("\n") == 4
 
 
-def test_negative_returns_use_the_offset(tracking, tmp_path):
-    # Pong-like negative scores: c = 2 shifts scratch [-2, 0, 2] -> [0, 2, 4] (area 400) and
-    # transfer [-2, 2, 2] -> [0, 4, 4] (area 600): r = 0.5.
+def rows_by_target(folder) -> dict[tuple[str, str], dict[str, str]]:
+    """conditions.csv keyed by ``(condition, target)``."""
+    with (folder / "conditions.csv").open() as handle:
+        return {(r["condition"], r["target"]): r for r in csv.DictReader(handle)}
+
+
+# Pong: 4 scratch (train-dense) and 4 transfer runs at steps 0, 100, 200; offset c = +21
+# (Pong's minimum score is -21), IQM over 4 runs = mean of the middle 2 (1 cut per side).
+#   scratch  step 0: -20 x 4 -> -20; step 100: -20 -19 -17 -10 -> (-19 - 17) / 2 = -18;
+#            step 200: -15 -13 -11 5 -> (-13 - 11) / 2 = -12.  + 21: [1, 3, 9].
+#   transfer step 0: -20 x 4 -> -20; step 100: -18 -16 -14 20 -> -15;
+#            step 200: -19 -9 -7 0 -> -8.                    + 21: [1, 6, 13].
+#   areas: scratch 100 * (1 + 3) / 2 + 100 * (3 + 9) / 2 = 200 + 600 = 800,
+#          transfer 100 * (1 + 6) / 2 + 100 * (6 + 13) / 2 = 350 + 950 = 1300;
+#   r = (1300 - 800) / 800 = 0.625.
+# Mean curves instead, + 21: scratch [1, 4.5, 12.5] (area 275 + 850 = 1125), transfer
+# [1, 14, 12.25] (750 + 1312.5 = 2062.5): r = 937.5 / 1125 = 5/6. (The old definition, mean
+# curves shifted by -min = 20 over these runs, gives 937.5 / 925.)
+PONG_SCRATCH = ([-20, -20, -15], [-20, -19, -13], [-20, -17, -11], [-20, -10, 5])
+PONG_TRANSFER = ([-20, -18, -19], [-20, -16, -9], [-20, -14, -7], [-20, 20, 0])
+# Breakout (minimum 0, offset 0), 4 + 4 runs:
+#   scratch  step 0: 0 x 4; step 100: 0 1 3 9 -> 2; step 200: 1 2 4 50 -> 3. IQM [0, 2, 3],
+#            area 100 * 2 / 2 + 100 * 5 / 2 = 350;
+#   transfer step 0: 0 x 4; step 100: 2 3 5 6 -> 4; step 200: 0 6 8 9 -> 7. IQM [0, 4, 7],
+#            area 200 + 550 = 750;
+#   r = (750 - 350) / 350 = 8/7. (Mean curves [0, 3.25, 14.25] and [0, 4, 5.75] give a
+#   negative ratio, (687.5 - 1037.5) / 1037.5.)
+BREAKOUT_SCRATCH = ([0, 0, 1], [0, 1, 2], [0, 3, 4], [0, 9, 50])
+BREAKOUT_TRANSFER = ([0, 2, 0], [0, 3, 6], [0, 5, 8], [0, 6, 9])
+TO_PONG = {**TRANSFER, "sparse_ticket.source_game": "breakout", "sparse_ticket.target_game": "pong"}
+
+
+def log_two_game_study(name: str) -> None:
+    for curve in PONG_SCRATCH:
+        log_run(name, "train-dense", list(curve), game="pong")
+    for curve in PONG_TRANSFER:
+        log_run(name, "transfer", list(curve), TO_PONG, game="pong")
+    for curve in BREAKOUT_SCRATCH:
+        log_run(name, "train-dense", list(curve))
+    for curve in BREAKOUT_TRANSFER:
+        log_run(name, "transfer", list(curve), TRANSFER)
+
+
+def test_area_ratio_of_iqm_curves_with_the_game_offset_by_hand(tracking, tmp_path):
+    log_two_game_study("iqm")
+    evaluate_study("iqm", tmp_path / "out", reps=200)
+    rows = rows_by_target(tmp_path / "out")
+    pong, breakout = rows[("transfer", "pong")], rows[("transfer", "breakout")]
+    assert float(pong["area_ratio"]) == 0.625
+    assert float(breakout["area_ratio"]) == 8 / 7
+    assert (pong["area_aggregate"], pong["area_offset"]) == ("iqm", "21.0")
+    assert (breakout["area_aggregate"], breakout["area_offset"]) == ("iqm", "0.0")
+    assert rows[("dense", "pong")]["area_offset"] == "21.0"  # the game's, on every row
+    record = json.loads((tmp_path / "out" / "study.json").read_text())
+    assert record["area_aggregate"] == "iqm"
+    assert record["area_offset"] == {"breakout": 0.0, "pong": 21.0}
+
+    evaluate_study("iqm", tmp_path / "mean", reps=200, aggregate="mean")
+    rows = rows_by_target(tmp_path / "mean")
+    assert float(rows[("transfer", "pong")]["area_ratio"]) == pytest.approx(5 / 6)
+    assert float(rows[("transfer", "breakout")]["area_ratio"]) < 0
+    assert rows[("transfer", "pong")]["area_aggregate"] == "mean"
+    with pytest.raises(InputError, match="unknown aggregate 'median'"):
+        evaluate_study("iqm", tmp_path / "x", reps=200, aggregate="median")
+
+
+def test_returns_below_the_game_minimum_give_a_note(tracking, tmp_path):
+    # Breakout's minimum score is 0 (offset 0): a return of -2 means the wrong offset, so no
+    # area ratio is computed, the note says why; the probability of improvement still is.
     for _ in range(2):
         log_run("neg", "train-dense", [-2, 0, 2])
         log_run("neg", "transfer", [-2, 2, 2], TRANSFER)
     evaluate_study("neg", tmp_path / "out", reps=200)
-    with (tmp_path / "out" / "conditions.csv").open() as handle:
-        rows = {row["condition"]: row for row in csv.DictReader(handle)}
-    assert float(rows["transfer"]["area_ratio"]) == pytest.approx(0.5)
+    transfer = read_rows(tmp_path / "out")["transfer@0.8"]
+    assert transfer.get("area_ratio", "") == ""  # no row has one: no column either
+    assert transfer["note"] == (
+        "no area ratio on breakout: a return of -2 lies below the minimum score 0 "
+        "that offset 0 declares: the area ratio needs offset = -(the game's minimum score), "
+        "see game_offset"
+    )
+    assert float(transfer["p_improvement"]) == 0.5
 
 
 def test_evaluate_entry_point_logs_its_outputs(tracking, tmp_path):
@@ -128,22 +214,52 @@ def test_figures_are_written(tracking, tmp_path):
     assert all(path.stat().st_size > 0 for path in files)
 
 
+def log_find_mask(name: str, method: str, rows: list[dict], game: str = "breakout") -> None:
+    with mlflow.start_run(experiment_id=experiment_id(name)):
+        mlflow.set_tags({"sparse_ticket.entry_point": "find-mask", "sparse_ticket.method": method})
+        mlflow.log_params({"game": game, "agent.algo": "ddqn"})
+        mlflow.log_dict(rows, "tickets.json")
+
+
 def test_winning_ticket_curves_from_find_mask_runs(tracking, tmp_path):
-    log_run("tickets", "train-dense", [0, 1, 2])
-    for method, scores in (("imp", (5.0, 4.0)), ("random", (3.0, 1.0))):
+    # Dense: 4 train-dense runs whose final eval/score_mean are 1, 2, 4, 10: IQM = (2 + 4) / 2.
+    for final in (1, 2, 4, 10):
+        log_run("tickets", "train-dense", [0, 1, final])
+    # Tickets (imp, gmp) and the random control, 2 seeds each: the IQM of 2 is their mean.
+    # final_eval_iqm (IQM over a ticket's own final episodes) is another statistic: not used.
+    for method, scores in (("random", (3.0, 1.0)), ("imp", (5.0, 4.0)), ("gmp", (6.0, 2.0))):
         for seed in range(2):
-            with mlflow.start_run(experiment_id=experiment_id("tickets")):
-                mlflow.set_tags(
-                    {"sparse_ticket.entry_point": "find-mask", "sparse_ticket.method": method}
-                )
-                mlflow.log_params({"game": "breakout", "agent.algo": "ddqn"})
-                rows = [
-                    {"sparsity_target": 0.6, "final_eval_iqm": scores[0] + seed},
-                    {"sparsity_target": 0.8, "final_eval_iqm": scores[1] + seed},
-                ]
-                mlflow.log_dict(rows, "tickets.json")
+            rows = [
+                {"sparsity_target": 0.6, "final_eval_mean": scores[0] + seed, "final_eval_iqm": 99},
+                {"sparsity_target": 0.8, "final_eval_mean": scores[1] + seed, "final_eval_iqm": 99},
+            ]
+            log_find_mask("tickets", method, rows)
+    log_find_mask("tickets", "imp", [{"sparsity_target": 0.6, "final_eval_mean": 7.0}], "pong")
+
+    everything = scope_runs("tickets")
+    levels = ticket_levels(everything)
+    imp = levels[("ddqn", "breakout", "imp")]  # seeds in search order: newest first
+    assert {level: sorted(scores) for level, scores in imp.items()} == {
+        0.6: [5.0, 6.0],
+        0.8: [4.0, 5.0],
+    }
+    dense = dense_final_scores(metric_curves(everything, "eval/score_mean"))
+    assert list(dense) == [("ddqn", "breakout")]
+    assert sorted(dense[("ddqn", "breakout")]) == [1.0, 2.0, 4.0, 10.0]
+    data = ticket_figures(levels, dense, reps=200, seed=0)
+    breakout = data[("ddqn", "breakout")]
+    assert list(breakout.series) == ["gmp", "imp", "random"]  # tickets, then the control
+    expected = {"gmp": [6.5, 2.5], "imp": [5.5, 4.5], "random": [3.5, 1.5]}
+    for method, (sparsities, points, lows, highs) in breakout.series.items():
+        assert sparsities.tolist() == [0.6, 0.8] and points.tolist() == expected[method]
+        assert np.all(lows <= points) and np.all(points <= highs)
+    point, low, high = breakout.dense
+    assert point == 3.0 and low <= 3.0 <= high and low < high
+    assert data[("ddqn", "pong")].dense is None  # no train-dense runs on pong
+
     files = evaluate_study("tickets", tmp_path / "out", reps=200)
     assert {"tickets_ddqn_breakout.png", "tickets_ddqn_breakout.pdf"} <= {p.name for p in files}
+    assert DENSE_LABEL == "dense (0% sparsity)"
 
 
 # ------------------------------------------------------------------------------ training return
@@ -229,9 +345,66 @@ def test_area_ratio_vs_a_named_sparse_baseline(tracking, tmp_path):
     assert transfer["significant_vs_gmp"] == "True"
     assert float(transfer["p_improvement_vs_gmp"]) == pytest.approx(1.0)  # 2 > 1 in every pair
     assert float(transfer["area_ratio"]) == pytest.approx(0.5)  # vs dense, unchanged
+    assert transfer["sparsity_vs_gmp"] == "0.8" and transfer["mask_sparsity"] == "0.8"
     assert {"grid_vs-gmp_ddqn_imp_0.8_ticket_set.png", "grid_ddqn_imp_0.8_ticket_set.png"} <= {
         p.name for p in files
     }
+
+
+def test_a_transfer_pruning_on_meets_the_baseline_at_its_final_sparsity(tracking, tmp_path):
+    # adapt=gmp from a mask at 0.800004 to a final 0.9: compared with baseline-gmp at 0.900123.
+    pruning_on = {
+        **TRANSFER,
+        "sparse_ticket.sparsity": "0.9",
+        "sparse_ticket.mask_sparsity": "0.800004",
+        "sparse_ticket.adapt": "gmp",
+    }
+    for _ in range(2):
+        log_run("prune", "train-dense", [0, 1, 2])
+        log_run("prune", "transfer", [0, 1, 1], gmp_baseline("0.900123"))  # no mask tag: 0.9
+        log_run("prune", "transfer", [0, 2, 2], pruning_on)
+    files = evaluate_study("prune", tmp_path / "out", reps=200, baselines=("dense", "gmp"))
+    rows = read_rows(tmp_path / "out")
+    transfer = rows["transfer@0.9"]
+    assert (transfer["mask_sparsity"], transfer["sparsity"]) == ("0.8", "0.9")
+    assert transfer["sparsity_vs_gmp"] == "0.9"
+    assert float(transfer["area_ratio_vs_gmp"]) == pytest.approx(1.0)  # 300 vs 150, as above
+    assert rows["baseline-gmp@0.9"]["mask_sparsity"] == "0.9"
+    expected = {
+        "grid_vs-gmp_ddqn_imp_0.8-0.9_ticket_gmp.png",
+        "grid_ddqn_imp_0.8-0.9_ticket_gmp.png",
+    }
+    assert expected <= {p.name for p in files}
+
+
+def _condition(condition: str, sparsity: str, mask_sparsity: str, adapt: str = "gmp") -> Condition:
+    source, method, weights = (
+        ("-", "-", "reinit") if condition != "transfer" else ("pong", "imp", "ticket")
+    )
+    return Condition(
+        "ddqn", source, "breakout", method, sparsity, weights, adapt, condition, mask_sparsity
+    )
+
+
+def test_labels_and_grid_titles_state_both_sparsities():
+    moving = _condition("transfer", "0.9", "0.8")
+    assert moving.label == "ddqn imp pong->breakout s=0.80->0.90 ticket/gmp"
+    assert _condition("transfer", "0.8", "0.8", "set").label.endswith("s=0.80 ticket/set")
+    assert _condition("baseline-gmp", "0.9", "0.9").label == "ddqn gmp on target, s=0.90"
+    ratio = (0.5, 0.1, 0.9, True)
+    summary = Summary(moving, 2, area_ratio=ratio)
+    summary.versus["gmp"] = Comparison(area_ratio=(1.0, 1.0, 1.0, True), sparsity="0.9")
+    grids = transfer_grids([summary], "gmp")
+    assert list(grids) == ["grid_vs-gmp_ddqn_imp_0.8-0.9_ticket_gmp"]
+    grid = grids["grid_vs-gmp_ddqn_imp_0.8-0.9_ticket_gmp"]
+    assert grid.title == (
+        "area ratio (IQM curves) vs gmp on target at s=0.90\n"
+        "transfer s=0.80->0.90: ddqn imp ticket/gmp"
+    )
+    assert grid.cells == {("pong", "breakout"): (1.0, 1.0, 1.0, True)}
+    dense = transfer_grids([summary], "dense")["grid_ddqn_imp_0.8-0.9_ticket_gmp"]
+    assert dense.title.startswith("area ratio (IQM curves) vs dense from scratch\n")
+    assert dense.cells == {("pong", "breakout"): ratio}
 
 
 def test_transfer_without_a_matching_sparsity_baseline_gets_a_note(tracking, tmp_path):

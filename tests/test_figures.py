@@ -6,6 +6,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from matplotlib.figure import Figure
 from matplotlib.image import imread
 
 from mlproject import figures
@@ -98,6 +99,22 @@ def test_winning_ticket_curves(tmp_path: Path) -> None:
     paths = figures.winning_ticket_curves(series, stem, "Breakout", dense=(1.0, 0.9, np.nan))
     _assert_written(paths, stem)
     _assert_written(figures.winning_ticket_curves(series, stem, "no dense"), stem)
+
+
+def test_dense_reference_is_a_labelled_line_with_its_ci_band() -> None:
+    # The dense level (0% sparsity) beside the tickets: a dashed line at the IQM, a band over
+    # its CI; no band where a CI bound is NaN.
+    ax = Figure().add_subplot()
+    figures._dense_reference(ax, (3.0, 2.0, 4.5))
+    (line,) = ax.lines
+    assert line.get_label() == figures.DENSE_LABEL == "dense (0% sparsity)"
+    assert list(line.get_ydata()) == [3.0, 3.0] and line.get_linestyle() == "--"
+    (band,) = ax.patches
+    ys = ax.transData.inverted().transform(band.get_verts())[:, 1]  # data y of the corners
+    assert (float(ys.min()), float(ys.max())) == pytest.approx((2.0, 4.5))
+    other = Figure().add_subplot()
+    figures._dense_reference(other, (3.0, float("nan"), 4.5))
+    assert len(other.lines) == 1 and len(other.patches) == 0
 
 
 def test_small_multiples(tmp_path: Path) -> None:

@@ -13,6 +13,7 @@ from sparse_ticket.sparsity import (
     magnitude_prune,
     random_like,
     random_mask,
+    role_sparsity,
     shapes_of,
     sparsity_report,
 )
@@ -211,3 +212,17 @@ def test_random_like_keeps_per_layer_counts_at_new_positions():
     assert sparsity_report(first) == sparsity_report(template)
     assert not torch.equal(first["a"], template["a"])
     assert not torch.equal(first["a"], other["a"])
+
+
+def test_global_ranking_is_per_network_role():
+    """DQV has two networks: global magnitude pruning ranks within each role, so Q and V each
+    end at the level. One ranking over both would prune the small-magnitude network (here 'v')
+    entirely first: at 0.5 overall, v at 1.0 and q at 0.0."""
+    weights, _ = toy_net()
+    roles = {"q.layer.weight": weights["big"], "v.layer.weight": weights["small"]}
+    mask = {n: torch.ones_like(w, dtype=torch.bool) for n, w in roles.items()}
+    new = magnitude_prune(roles, mask, 0.5, "global")
+    assert role_sparsity(new) == {"q": 0.5, "v": 0.5}
+    # q keeps its 5 largest |w| (10..6: the first five flat entries of the flipped arange).
+    assert new["q.layer.weight"].reshape(-1).tolist() == [True] * 5 + [False] * 5
+    assert new["v.layer.weight"].reshape(-1).tolist() == [False] * 5 + [True] * 5

@@ -63,8 +63,9 @@ def test_small_study_counted_by_hand(tmp_path):
     assert len(stages["mask"]) == 2 * 2 * (2 + 2)
     # transfers: 2 methods x 4 pairs x 1 level x 1 weights x 2 adapt x 2 seeds
     assert len(stages["transfer"]) == 32
-    # baselines: 2 targets x 2 seeds x (dense + gmp at 0.8 + random at 0.8)
-    assert len(stages["baseline"]) == 12  # dense baselines too: steps.dense != steps.transfer
+    # baselines: 2 targets x 2 seeds x (dense + gmp at 0.8 and at the 0.9 adapt=gmp ends at
+    # + random at 0.8: the IMP densities exist at the ticket levels only)
+    assert len(stages["baseline"]) == 16  # dense baselines too: steps.dense != steps.transfer
     assert [n.id for n in stages["evaluate"]] == ["evaluate"]
     assert nodes[-1].upstream == sorted(n.id for n in nodes[:-1])
     # IMP at 50% per round to [0.6, 0.8]: 0.5, 0.6, 0.8 -> 3 rounds of 10 steps;
@@ -73,8 +74,8 @@ def test_small_study_counted_by_hand(tmp_path):
     assert sizes["dense"].agent_steps == 4 * 100
     assert sizes["mask"].agent_steps == 4 * 30 + 4 * 20 + 8 * 10
     assert sizes["transfer"].agent_steps == 32 * 50
-    assert sizes["baseline"].agent_steps == 12 * 50
-    assert sizes["total"].runs == 4 + 16 + 32 + 12 + 1
+    assert sizes["baseline"].agent_steps == 16 * 50
+    assert sizes["total"].runs == 4 + 16 + 32 + 16 + 1
     assert sizes["total"].frames == sizes["total"].agent_steps  # MinAtar: one frame per step
 
 
@@ -109,9 +110,9 @@ def test_paper_preset_is_the_proposals_full_study():
     assert len(stages["mask"]) == 2 * 3 * 10 * (2 + 3)  # imp, gmp, random at 3 levels
     # 2 algos x 2 methods x 9 pairs x 3 levels x 3 adapt x 10 seeds
     assert len(stages["transfer"]) == 3240
-    # 2 algos x 3 targets x 10 seeds x gmp at 3 levels; dense from scratch on the target is
-    # the source's train-dense run (same budget, same seed: the same run)
-    assert len(stages["baseline"]) == 180
+    # 2 algos x 3 targets x 10 seeds x gmp at 3 levels and at the 0.9 adapt=gmp ends at; dense
+    # from scratch on the target is the source's train-dense run (same budget, same seed)
+    assert len(stages["baseline"]) == 240
     sizes = dag_size(nodes)
     assert sizes["transfer"].agent_steps == 3240 * 10_000_000
     assert sizes["total"].frames == 4 * sizes["total"].agent_steps

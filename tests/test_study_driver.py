@@ -185,8 +185,8 @@ def test_sigterm_stops_the_study_and_main_resumes_it(tracking, tmp_path):
 
 def test_dry_run_prints_the_dag_and_its_cost(tracking):
     result = run_cli("main", "--preset", "paper", "--dry-run", "true")
-    assert "total        3781   43,800,000,000  175,200,000,000" in result.stdout
-    assert "21,882.5 GPU-hours" in result.stdout
+    assert "total        3841   44,400,000,000  177,600,000,000" in result.stdout
+    assert "22,182.3 GPU-hours" in result.stdout
     assert mlflow.search_runs(search_all_experiments=True, output_format="list") == []
 
 

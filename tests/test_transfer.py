@@ -10,7 +10,7 @@ import torch
 
 from sparse_ticket.config import TrainConfig
 from sparse_ticket.runner import Runner
-from sparse_ticket.sparsity.masks import save_mask, sparsity_report
+from sparse_ticket.sparsity.masks import overlap, save_mask, sparsity_report
 from sparse_ticket.sparsity.schedules import gmp_sparsity
 from sparse_ticket.transfer import adapt_config, encoder_mask, encoder_weights
 from tests.conftest import run_cli
@@ -254,3 +254,33 @@ def test_missing_mask_uri(tracking, capsys):
         "cannot be downloaded",
         capsys,
     )
+
+
+@pytest.mark.parametrize("regime", ["set", "rigl"])
+def test_rewiring_waits_for_the_first_gradient_update(source, tmp_path, regime):
+    """RigL (Evci et al. 2020) and sparse DQN (Graesser et al. 2022) update masks on the clock
+    of the training updates. The transferred mask is exactly the ticket's (Jaccard 1.0) at the
+    first gradient update; the first rewiring comes update_every steps later, with the full
+    cosine-decayed drop fraction of that point of the *training* schedule."""
+    weights, mask = source
+    cfg = target_config(regime, mask, **{"run.learning_starts": 400})
+    runner = Runner(
+        cfg, tmp_path, initial_weights=encoder_weights(weights), initial_mask=mask, progress=False
+    )
+    runner.begin()
+    first_update = first_rewire = None
+    while runner.running() and first_rewire is None:
+        in_effect = overlap(runner.sparsity.mask, mask)["overall"]  # during this iteration
+        updates = runner.updates
+        runner.iterate()
+        if updates == 0 and runner.updates > 0:
+            first_update = (runner.step, in_effect)
+        if runner.sparsity.updates:
+            first_rewire = (runner.step, overlap(runner.sparsity.mask, mask)["overall"])
+            change = runner.sparsity.last_change
+    runner.close()
+    assert first_update == (400, 1.0)
+    assert first_rewire[0] == 500 and first_rewire[1] < 1.0  # learning_starts + update_every
+    # Drop fraction 0.3 * (1 + cos(pi * 100 / 600)) / 2 = 0.27990 of each layer's active weights;
+    # mask_change counts the dropped and the regrown positions: 2 * 0.2799 = 0.5598.
+    assert change == pytest.approx(0.5598, abs=0.01)

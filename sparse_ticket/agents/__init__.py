@@ -24,15 +24,16 @@ def make_agent(
     obs_shape: tuple[int, ...],
     num_actions: int,
     device: torch.device | str = "cpu",
+    init_seed: int | None = None,
 ) -> Agent:
     """The agent named by ``config.algo`` (``ddqn``, ``dqv`` or ``dqv-max``).
 
-    Network weights are drawn from torch's global generator: seed it first for a reproducible
-    initialisation.
+    Each role's network draws its weights from ``derive_seed(init_seed, role)``; without an
+    ``init_seed`` one is drawn from torch's global generator (seed it first to reproduce).
 
     Raises:
         ValueError: For an unknown algorithm, encoder or loss.
     """
     if config.algo not in AGENTS:
         raise ValueError(f"unknown algo {config.algo!r} (one of {', '.join(AGENTS)})")
-    return AGENTS[config.algo](config, obs_shape, num_actions, device)
+    return AGENTS[config.algo](config, obs_shape, num_actions, device, init_seed)

@@ -30,6 +30,7 @@ import torch
 
 from sparse_ticket.agents.targets import LOSSES, clip_rewards_to_sign
 from sparse_ticket.nets import ValueNetwork, build_network
+from sparse_ticket.seeding import derive_seed
 
 if TYPE_CHECKING:
     from sparse_ticket.config import AgentConfig
@@ -87,8 +88,9 @@ def make_optimizer(network: ValueNetwork, lr: float, eps: float) -> torch.optim.
     """Adam over ``network``'s parameters with the fused kernel (CPU and CUDA).
 
     One kernel per step instead of one per parameter tensor matters most for small batches,
-    where an update is launch-bound on a GPU (DESIGN.md §4); on a 2-core CPU the fused step
-    made a batch-32 DDQN update 14% faster than the foreach one (measured in one process).
+    where an update is launch-bound on a GPU (a batch-32 update is a few hundred small kernels);
+    on a 2-core CPU the fused step made a batch-32 DDQN update 14% faster than the foreach one
+    (measured in one process).
     """
     return torch.optim.Adam(network.parameters(), lr=lr, eps=eps, fused=True)
 
@@ -244,7 +246,15 @@ class Agent(ABC):
         obs_shape: tuple[int, ...],
         num_actions: int,
         device: torch.device | str = "cpu",
+        init_seed: int | None = None,
     ) -> None:
+        """Check the config and hold what every agent needs.
+
+        Args:
+            init_seed: Seed of the initial weights; each role's network draws from its own
+                stream ``derive_seed(init_seed, role)`` (:meth:`_build`). None draws the seed
+                from torch's global generator, so seeding that first still reproduces the init.
+        """
         if config.loss not in LOSSES:
             raise ValueError(f"unknown TD loss {config.loss!r} (one of {', '.join(LOSSES)})")
         if num_actions < 1:
@@ -253,6 +263,9 @@ class Agent(ABC):
         self.obs_shape = tuple(obs_shape)
         self.num_actions = num_actions
         self.device = torch.device(device)
+        if init_seed is None:
+            init_seed = int(torch.randint(0, 2**31 - 1, ()).item())
+        self.init_seed = init_seed
         # Sparsity masks (see the module docstring): the flat bool masks as given, and per role
         # the float copies grouped with their online / target parameters for the step.
         self._masks: dict[str, torch.Tensor] | None = None
@@ -306,9 +319,16 @@ class Agent(ABC):
         return {"grad_norm": norm}
 
     # ------------------------------------------------------------------------------ building
-    def _build(self, num_outputs: int) -> ValueNetwork:
-        """A fresh network of this agent's encoder, on its device."""
-        network = build_network(self.config.encoder, self.obs_shape, num_outputs)
+    def _build(self, role: str, num_outputs: int) -> ValueNetwork:
+        """A fresh network of this agent's encoder for ``role``, on its device.
+
+        Its weights come from the role's own stream (the encoder is drawn before the head), so
+        a role's encoder init depends on the seed and the role only: not on the order roles are
+        built in nor on another role's head size (DQV's Q head has one output per action).
+        """
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(derive_seed(self.init_seed, role))
+            network = build_network(self.config.encoder, self.obs_shape, num_outputs)
         return network.to(self.device)
 
     def _optimizer(self, network: ValueNetwork) -> torch.optim.Adam:

@@ -34,9 +34,10 @@ class DDQN(Agent):
         obs_shape: tuple[int, ...],
         num_actions: int,
         device: torch.device | str = "cpu",
+        init_seed: int | None = None,
     ) -> None:
-        super().__init__(config, obs_shape, num_actions, device)
-        self.q = self._build(num_actions)
+        super().__init__(config, obs_shape, num_actions, device, init_seed)
+        self.q = self._build("q", num_actions)
         self.q_target = make_target(self.q)
         self.q_optimizer = self._optimizer(self.q)
 

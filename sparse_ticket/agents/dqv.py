@@ -48,11 +48,12 @@ class _QualityValueAgent(Agent):
         obs_shape: tuple[int, ...],
         num_actions: int,
         device: torch.device | str = "cpu",
+        init_seed: int | None = None,
     ) -> None:
-        super().__init__(config, obs_shape, num_actions, device)
-        # Q first, then V: the draw order from torch's generator fixes the initial weights.
-        self.q = self._build(num_actions)
-        self.v = self._build(1)
+        super().__init__(config, obs_shape, num_actions, device, init_seed)
+        # Each role draws its init from its own stream: V's does not depend on Q's head size.
+        self.q = self._build("q", num_actions)
+        self.v = self._build("v", 1)
         self.q_optimizer = self._optimizer(self.q)
         self.v_optimizer = self._optimizer(self.v)
 
@@ -126,8 +127,9 @@ class DQV(_QualityValueAgent):
         obs_shape: tuple[int, ...],
         num_actions: int,
         device: torch.device | str = "cpu",
+        init_seed: int | None = None,
     ) -> None:
-        super().__init__(config, obs_shape, num_actions, device)
+        super().__init__(config, obs_shape, num_actions, device, init_seed)
         self.v_target = make_target(self.v)
 
     def target_networks(self) -> dict[str, ValueNetwork]:
@@ -158,8 +160,9 @@ class DQVMax(_QualityValueAgent):
         obs_shape: tuple[int, ...],
         num_actions: int,
         device: torch.device | str = "cpu",
+        init_seed: int | None = None,
     ) -> None:
-        super().__init__(config, obs_shape, num_actions, device)
+        super().__init__(config, obs_shape, num_actions, device, init_seed)
         self.q_target = make_target(self.q)
 
     def target_networks(self) -> dict[str, ValueNetwork]:

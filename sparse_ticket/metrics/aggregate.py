@@ -15,11 +15,13 @@ What is here:
   ``rliable.library.get_interval_estimates`` (the proposal reports IQM with 95% CIs over 10 seeds).
 - :func:`probability_of_improvement`: ``P(X > Y)`` (Agarwal et al. 2021, section 4.3) with CIs.
 - :func:`align_curves`: curves logged at different steps put on one grid, truncation reported.
-- :func:`area_under_curve`, :func:`area_offset`, :func:`area_ratio`, :func:`area_ratio_ci`: the
-  transfer *area ratio* (Taylor & Stone 2009, "Transfer Learning for Reinforcement Learning
-  Domains: A Survey"; used for Atari DQN transfer by Sabatelli & Geurts 2021 and by the prior
-  study, DESIGN.md section 2): ``r = (A_transfer - A_scratch) / A_scratch`` after shifting both
-  curves to be non-negative, with a bootstrap CI over seeds.
+- :func:`area_under_curve`, :func:`area_ratio`, :func:`area_ratio_ci`: the transfer *area ratio*
+  (Taylor & Stone 2009, "Transfer Learning for Reinforcement Learning Domains: A Survey"; used for
+  Atari DQN transfer by Sabatelli & Geurts 2021 and by the prior study's ``generate_area_ratio``,
+  docs/protocol.md): ``r = (A_transfer - A_scratch) / A_scratch`` of the per-step IQM curves over
+  runs (the default; the mean curve on request), after adding a fixed per-game offset
+  :func:`game_offset` (minus the game's minimum possible score, :data:`GAME_MIN_SCORE`) to every
+  return, with a percentile bootstrap CI over seeds.
 
 rliable 1.2.0 behaviours this module relies on or works around (checked with arch 7.2.0):
 
@@ -58,11 +60,12 @@ from rliable import library as rly
 from rliable import metrics as rly_metrics
 
 __all__ = [
+    "GAME_MIN_SCORE",
     "align_curves",
-    "area_offset",
     "area_ratio",
     "area_ratio_ci",
     "area_under_curve",
+    "game_offset",
     "iqm",
     "iqm_curve_with_ci",
     "iqm_with_ci",
@@ -400,19 +403,37 @@ def area_under_curve(steps: np.ndarray, values: np.ndarray) -> np.ndarray | floa
 
 
 # ------------------------------------------------------------------------------ area ratio
-def area_offset(transfer_curves: np.ndarray, scratch_curves: np.ndarray) -> float:
-    """The shift ``c`` that makes both groups' curves non-negative (DESIGN.md section 2).
+# The lowest score an episode of each game can end with, for the games whose scores can be
+# negative; every other game (all of MinAtar, Atari Breakout, Space Invaders, ...) has minimum 0.
+# The area ratio's zero is this minimum: the prior study's ``generate_area_ratio`` adds the fixed
+# offset -min (Pong +21, other games 0) to every return before integrating (docs/protocol.md).
+# Only minima that follow from the game's rules are listed; a game whose returns go below its
+# listed minimum (or below 0 when it is not listed) gets no area ratio (see _check_offset).
+GAME_MIN_SCORE: Mapping[str, float] = {
+    # The episode ends when one side reaches 21 points; the reward is the point difference.
+    "pong": -21.0,
+    # A knock-out (100 punches landed) ends the bout; the reward is the punch difference.
+    "boxing": -100.0,
+    # The first angler to 99 lb wins; the reward is the weight difference.
+    "fishing_derby": -99.0,
+}
+# Left out, so that their negative returns raise instead of using a doubtful zero: skiing (a time
+# penalty, no fixed bound), ice_hockey (timed, the margin is unbounded), and double_dunk and
+# tennis (the often-quoted -24 holds only if a set or game cannot run on past its usual length,
+# which was not confirmed from the rules).
 
-    ``c = -min`` over **all** values of both curve matrices when that minimum is negative, else 0.
-    Taken over the raw runs (not the aggregated curves) so that any aggregate (mean or IQM) of any
-    bootstrap resample of the runs stays non-negative after the shift.
+
+def game_offset(game: str) -> float:
+    """The fixed offset ``c = -min_score`` added to every return of ``game`` before integrating.
 
     Args:
-        transfer_curves: ``(runs_t, S)``.
-        scratch_curves: ``(runs_s, S)``.
+        game: the game's snake_case name (``pong``, ``space_invaders``; the ``game`` parameter).
+
+    Returns:
+        ``-GAME_MIN_SCORE[game]`` (21.0 for Pong), 0.0 for a game not in :data:`GAME_MIN_SCORE`.
     """
-    low = min(float(np.min(transfer_curves)), float(np.min(scratch_curves)))
-    return -low if low < 0 else 0.0
+    # "+ 0.0" turns -0.0 (games at minimum 0) into 0.0, which prints as 0 in the tables.
+    return -GAME_MIN_SCORE.get(game.strip().lower(), 0.0) + 0.0
 
 
 def _check_curve_pair(
@@ -434,6 +455,26 @@ def _check_curve_pair(
     return t, s, x
 
 
+def _check_offset(t: np.ndarray, s: np.ndarray, offset: float) -> float:
+    """``offset`` as a float; ValueError if some return lies below ``-offset`` (the minimum).
+
+    A return below the game's minimum possible score means the offset is wrong for these curves
+    (the wrong game, or a game with negative scores missing from GAME_MIN_SCORE): the shifted
+    curves would not be non-negative and ``r`` would compare areas with an arbitrary zero.
+    Checked on the raw runs, so any aggregate of any bootstrap resample is non-negative too.
+    """
+    c = float(offset)
+    if not np.isfinite(c):
+        raise ValueError(f"offset must be finite, got {offset!r}")
+    low, minimum = min(float(t.min()), float(s.min())), 0.0 - c  # 0.0 - c: no "-0" printed
+    if low < minimum:
+        raise ValueError(
+            f"a return of {low:g} lies below the minimum score {minimum:g} that offset {c:g} "
+            "declares: the area ratio needs offset = -(the game's minimum score), see game_offset"
+        )
+    return c
+
+
 def _aggregate_curve(curves: np.ndarray, aggregate: Aggregate) -> np.ndarray:
     """``(..., runs, S) -> (..., S)``: mean or IQM over runs at each step."""
     if aggregate == "mean":
@@ -445,8 +486,8 @@ def _ratio(a_transfer: float, a_scratch: float) -> float:
     if a_scratch == 0:
         raise ValueError(
             "the area ratio is undefined: the scratch curve's area is 0 after the shift "
-            "(A_scratch = 0, e.g. a flat scratch curve at the minimum); compare areas directly "
-            "or pass a larger offset"
+            "(A_scratch = 0, e.g. a flat scratch curve at the game's minimum score); compare "
+            "areas directly"
         )
     return (a_transfer - a_scratch) / a_scratch
 
@@ -460,38 +501,39 @@ def area_ratio(
     transfer_curves: np.ndarray,
     scratch_curves: np.ndarray,
     steps: np.ndarray,
-    offset: float | None = None,
-    aggregate: Aggregate = "mean",
+    offset: float = 0.0,
+    aggregate: Aggregate = "iqm",
 ) -> float:
-    """Transfer area ratio ``r = (A_transfer - A_scratch) / A_scratch`` (DESIGN.md section 2).
+    """Transfer area ratio ``r = (A_transfer - A_scratch) / A_scratch`` (docs/protocol.md).
 
     The area ratio of Taylor & Stone (2009), as used for DQN transfer on Atari by Sabatelli &
-    Geurts (2021) and the prior study: both groups are shifted by the same ``c`` (default
-    :func:`area_offset`: ``-min`` over all values when negative, else 0) so that the curves are
-    non-negative, each group is aggregated over runs into one curve, and ``A_x`` is that curve's
-    trapezoidal area over ``steps``.
+    Geurts (2021) and defined by the prior study's ``generate_area_ratio``: the fixed per-game
+    offset ``c`` (:func:`game_offset`, 21 for Pong, 0 for games with non-negative scores) is added
+    to every return, each group is aggregated over runs into one curve, and ``A_x`` is that
+    curve's trapezoidal area over ``steps``.
 
-    The default aggregate is the **mean** curve over runs (the area of the mean curve equals the
-    mean of the runs' areas, so ``r`` compares expected areas); ``aggregate="iqm"`` uses the
-    per-step IQM curve instead (robust to outlier seeds, Agarwal et al. 2021; the prior study's
-    scripts report "IQM area ratios"). Both groups always use the same aggregate and offset.
+    The default aggregate is the per-step **IQM** curve over runs (the 25% trimmed mean,
+    ``scipy.stats.trim_mean(x, 0.25)``, as the prior study and Agarwal et al. 2021: robust to an
+    outlier seed); ``aggregate="mean"`` uses the mean curve instead (its area is the mean of the
+    runs' areas). Both groups always use the same aggregate and offset.
 
     Args:
         transfer_curves: ``(runs_t, S)`` returns of transferred agents on the grid ``steps``.
         scratch_curves: ``(runs_s, S)`` returns of from-scratch agents on the same grid.
         steps: ``(S,)`` strictly increasing.
-        offset: the shift ``c``; ``None`` computes it from the data.
-        aggregate: ``"mean"`` or ``"iqm"`` over runs at each step.
+        offset: the shift ``c = -(the game's minimum score)``, e.g. ``game_offset("pong")``.
+        aggregate: ``"iqm"`` (default) or ``"mean"`` over runs at each step.
 
     Returns:
         ``r`` (0: no transfer benefit; > 0: larger area than scratch).
 
     Raises:
-        ValueError: if ``A_scratch == 0`` (ratio undefined), or on malformed inputs.
+        ValueError: if a return lies below ``-offset`` (the offset is not the game's), if
+            ``A_scratch == 0`` (ratio undefined), or on malformed inputs.
     """
     _check_aggregate(aggregate)
     t, s, x = _check_curve_pair(transfer_curves, scratch_curves, steps)
-    c = area_offset(t, s) if offset is None else float(offset)
+    c = _check_offset(t, s, offset)
     a_t = float(area_under_curve(x, _aggregate_curve(t + c, aggregate)))
     a_s = float(area_under_curve(x, _aggregate_curve(s + c, aggregate)))
     return _ratio(a_t, a_s)
@@ -525,22 +567,21 @@ def area_ratio_ci(
     reps: int = 10_000,
     confidence: float = 0.95,
     seed: int = 0,
-    offset: float | None = None,
-    aggregate: Aggregate = "mean",
+    offset: float = 0.0,
+    aggregate: Aggregate = "iqm",
 ) -> tuple[float, float, float, bool]:
-    """Area ratio with a percentile bootstrap CI over seeds (DESIGN.md section 2).
+    """Area ratio with a percentile bootstrap CI over seeds (docs/protocol.md).
 
     Each replicate resamples the transfer runs and the scratch runs with replacement,
-    independently (the two groups are separate experiments with their own seeds), and recomputes
-    ``r`` as in :func:`area_ratio`. The CI is the percentile interval of the replicates (Efron &
-    Tibshirani 1993); the result is *significant* when the CI excludes 0.
+    independently (the two groups are separate experiments with their own seeds, as in the prior
+    study's ``generate_area_ratio``), and recomputes ``r`` as in :func:`area_ratio`. The CI is the
+    percentile interval of the replicates (Efron & Tibshirani 1993); the result is *significant*
+    when the CI excludes 0.
 
-    The offset ``c`` is computed **once from the full data** and kept fixed in every replicate: it
-    fixes the zero of the return scale, i.e. it is part of the definition of the quantity being
-    estimated, not a statistic to be resampled. Recomputing it per resample would change the
-    estimand from replicate to replicate through an extreme-value statistic (the minimum, the
-    least stable one), inflating and biasing the CI; and because ``c`` comes from the minimum over
-    all runs, every resampled aggregate curve stays non-negative under the fixed shift.
+    The offset ``c`` is a constant of the game (:func:`game_offset`), the same in every replicate
+    and in every comparison on that game: it fixes the zero of the return scale, i.e. it is part
+    of the definition of the quantity being estimated, not a statistic of the data. Since no raw
+    return lies below ``-c`` (checked), every resampled aggregate curve is non-negative.
 
     Args:
         transfer_curves: ``(runs_t, S)``.
@@ -549,22 +590,22 @@ def area_ratio_ci(
         reps: bootstrap replications.
         confidence: CI coverage.
         seed: seed of the ``np.random.Generator`` (reproducible).
-        offset: the shift ``c``; ``None`` computes it from the full data.
-        aggregate: ``"mean"`` or ``"iqm"`` (see :func:`area_ratio`).
+        offset: the shift ``c = -(the game's minimum score)`` (see :func:`area_ratio`).
+        aggregate: ``"iqm"`` (default) or ``"mean"`` (see :func:`area_ratio`).
 
     Returns:
         ``(point, low, high, significant)``.
 
     Raises:
-        ValueError: if ``A_scratch == 0`` for the data or for some resample (the ratio is then
-            unbounded), or on malformed inputs.
+        ValueError: if a return lies below ``-offset``, if ``A_scratch == 0`` for the data or for
+            some resample (the ratio is then unbounded), or on malformed inputs.
     """
     _check_bootstrap(reps, confidence)
     _check_aggregate(aggregate)
     t, s, x = _check_curve_pair(transfer_curves, scratch_curves, steps)
     _warn_single_run("transfer_curves", t.shape[0])
     _warn_single_run("scratch_curves", s.shape[0])
-    c = area_offset(t, s) if offset is None else float(offset)
+    c = _check_offset(t, s, offset)
     point = area_ratio(t, s, x, offset=c, aggregate=aggregate)
 
     rng = np.random.default_rng(seed)

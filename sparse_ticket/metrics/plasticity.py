@@ -15,7 +15,7 @@ A tiny functional API on plain tensors (in the spirit of ``rliable``), and a
   Neural Networks", relate it to parameter norm growth and gradient collapse).
 
 Everything here is a library layer: functions return Python numbers, the runner logs them (under
-``plasticity/``). See ``DESIGN.md`` section 2.
+``plasticity/``). See ``docs/protocol.md`` ("Plasticity over training").
 """
 
 from __future__ import annotations

@@ -1,6 +1,6 @@
 """Sparsity: masks as data, per-layer allocation, pruning schedules and dynamic sparse training.
 
-See ``DESIGN.md`` section 2 for the protocol (IMP, GMP, SET, allocation). Everything here is a
+See ``docs/protocol.md`` for the protocol (IMP, GMP, SET, allocation). Everything here is a
 library layer: pure functions of tensors, no experiment tracking.
 """
 
@@ -28,6 +28,7 @@ from sparse_ticket.sparsity.masks import (
     mask_multipliers,
     overlap,
     prunable_names,
+    role_sparsity,
     save_mask,
     sparsity_report,
 )
@@ -58,6 +59,7 @@ __all__ = [
     "random_mask",
     "resolve_step",
     "rigl_update",
+    "role_sparsity",
     "save_mask",
     "set_update",
     "shapes_of",

@@ -12,7 +12,7 @@ from collections.abc import Mapping
 
 import torch
 
-from sparse_ticket.sparsity.masks import Mask, MaskError
+from sparse_ticket.sparsity.masks import Mask, MaskError, by_role
 
 __all__ = [
     "ALLOCATIONS",
@@ -130,6 +130,10 @@ def magnitude_prune(
 ) -> Mask:
     """A new mask at ``sparsity`` that keeps the largest ``|score|`` and only ever removes weights.
 
+    Every network role (``q``, and ``v`` for DQV) is pruned on its own to ``sparsity``: one
+    ranking over Q's and V's weights together would let either network end far from the level
+    (their weight scales differ), so each role keeps its own share (issue 12).
+
     Already-pruned weights rank below every active one (their score counts as ``-inf``), so they
     stay pruned: iterative magnitude pruning (Frankle & Carbin 2019) calls this once per round
     with the trained weights as ``scores`` and the previous round's mask.
@@ -139,10 +143,11 @@ def magnitude_prune(
             must have one. Moved to each mask layer's device.
         mask: The current mask (not modified).
         sparsity: Target sparsity in ``[0, 1)``, not below the mask's current sparsity.
-        allocation: ``"global"``: one ranking across all layers (the prior study), exactly
-            ``round(sparsity * N)`` weights pruned in total. ``"uniform"`` / ``"erk"``: each layer
-            keeps ``keep_counts(shapes, layer_densities(shapes, sparsity, allocation))`` weights,
-            clamped to its current active count (a layer never regains weights).
+        allocation: ``"global"``: one ranking across all layers of a network role (the prior
+            study), exactly ``round(sparsity * N_role)`` weights pruned per role. ``"uniform"``
+            / ``"erk"``: each layer keeps ``keep_counts(shapes, layer_densities(shapes,
+            sparsity, allocation))`` weights (ERK solved per role), clamped to its current
+            active count (a layer never regains weights).
 
     Returns:
         The new bool mask, same layers, order and devices as ``mask``. Ties in ``|score|`` prune
@@ -155,6 +160,20 @@ def magnitude_prune(
     """
     if allocation not in ALLOCATIONS:
         raise MaskError(f"unknown allocation {allocation!r} (one of {', '.join(ALLOCATIONS)})")
+    _check_sparsity(sparsity)
+    pruned: Mask = {}
+    for group in by_role(mask).values():
+        pruned.update(_prune_group(scores, group, sparsity, allocation))
+    return {name: pruned[name] for name in mask}
+
+
+def _prune_group(
+    scores: Mapping[str, torch.Tensor],
+    mask: Mapping[str, torch.Tensor],
+    sparsity: float,
+    allocation: str,
+) -> Mask:
+    """:func:`magnitude_prune` of the layers of one network role."""
     _check_sparsity(sparsity)
     for name, m in mask.items():
         if name not in scores:

@@ -14,6 +14,14 @@ Regimes (``SparsityConfig.regime``):
   random, at fixed sparsity, with an optionally cosine-decayed drop fraction
   (Graesser et al. 2022);
 * ``rigl``   -- RigL (Evci et al. 2020): as SET but regrow where the dense gradient is largest.
+
+SET and RigL rewire on the clock of the *training updates*, as RigL (Evci et al. 2020, Alg. 1:
+a mask update every Delta T training steps, the drop fraction cosine-decayed over them) and
+sparse DQN (Graesser et al. 2022) do: the first rewiring comes ``update_every`` agent steps after
+``learning_starts`` (when gradient updates begin), and the drop-fraction schedule runs from
+``learning_starts`` to ``dynamic_end``. Before the first gradient update the mask is exactly the
+one the run started with: a transferred ticket is not rewired into random zero-valued
+connections while the replay fills (docs/protocol.md, "SET and RigL").
 """
 
 from __future__ import annotations
@@ -23,9 +31,17 @@ from typing import Any, Protocol
 import torch
 
 from sparse_ticket.config import SparsityConfig
+from sparse_ticket.schedules import crossed
 from sparse_ticket.sparsity.allocation import layer_densities, magnitude_prune, random_mask
 from sparse_ticket.sparsity.dynamic import rigl_update, set_update
-from sparse_ticket.sparsity.masks import Mask, overlap, prunable_names, sparsity_report
+from sparse_ticket.sparsity.masks import (
+    Mask,
+    by_role,
+    overlap,
+    prunable_names,
+    role_sparsity,
+    sparsity_report,
+)
 from sparse_ticket.sparsity.schedules import cosine_decay, gmp_sparsity, resolve_step
 
 Metric = tuple[str, float, int]
@@ -53,6 +69,8 @@ class SparsityController:
         agent: The agent whose weights are masked.
         seed: Seed of the controller's random stream (random masks, SET regrowth).
         initial_mask: A mask to start from (a ticket); None makes one if the regime needs it.
+        learning_starts: The agent step of the first gradient update: SET/RigL rewire every
+            ``update_every`` steps after it, never before.
     """
 
     def __init__(
@@ -62,8 +80,10 @@ class SparsityController:
         agent: MaskedAgent,
         seed: int,
         initial_mask: Mask | None = None,
+        learning_starts: int = 0,
     ) -> None:
         self.config = config
+        self.learning_starts = learning_starts
         self.total_steps = total_steps
         self.agent = agent
         self.generator = torch.Generator().manual_seed(seed)
@@ -100,7 +120,10 @@ class SparsityController:
         shapes = {n: tuple(params[n].shape) for n in names}
         # Random masks have no magnitudes to rank globally: global allocation is uniform here.
         method = "uniform" if self.config.allocation == "global" else self.config.allocation
-        return random_mask(shapes, layer_densities(shapes, sparsity, method), self.generator)
+        densities: dict[str, float] = {}
+        for group in by_role(shapes).values():  # each network at the level, as magnitude_prune
+            densities.update(layer_densities(group, sparsity, method))
+        return random_mask(shapes, densities, self.generator)
 
     def _install(self, mask: Mask) -> None:
         previous = self.mask
@@ -119,17 +142,16 @@ class SparsityController:
         """
         if not self.active:
             return []
-        every = self.config.update_every
-        boundary = step // every != previous // every
         regime = self.config.regime
         if regime == "gmp":
             # Prune at every boundary inside [start, end), and on reaching the end, so the
             # final sparsity is met exactly at gmp_end whatever the update interval.
+            boundary = crossed(previous, step, self.config.update_every)
             reached_end = previous < self.gmp_end <= step
             if not (reached_end or (boundary and self.gmp_start <= step < self.gmp_end)):
                 return []
             self._gmp(min(step, self.gmp_end))
-        elif regime in ("set", "rigl") and boundary and step <= self.dynamic_end:
+        elif regime in ("set", "rigl") and self.rewire_due(previous, step):
             self._rewire(step, sample_batch)
         else:
             return []
@@ -160,10 +182,22 @@ class SparsityController:
         scores = {n: params[n].detach().abs().cpu() for n in current}
         self._install(magnitude_prune(scores, current, target, self.config.allocation))
 
+    def rewire_due(self, previous: int, step: int) -> bool:
+        """Whether SET/RigL rewire in ``(previous, step]``: at every ``update_every`` agent
+        steps counted from ``learning_starts`` (the first at ``learning_starts +
+        update_every``), up to ``dynamic_end``."""
+        start = self.learning_starts
+        if step <= start or step > self.dynamic_end:
+            return False
+        return crossed(max(previous - start, 0), step - start, self.config.update_every)
+
     def _drop_fraction(self, step: int) -> float:
+        """The drop fraction at ``step``: cosine-decayed over the training updates, i.e. from
+        ``learning_starts`` to ``dynamic_end`` (Evci et al. 2020), or constant."""
         if self.config.drop_decay == "constant":
             return self.config.drop_fraction
-        return cosine_decay(step, self.config.drop_fraction, self.dynamic_end)
+        start = self.learning_starts
+        return cosine_decay(step - start, self.config.drop_fraction, self.dynamic_end - start)
 
     def _rewire(self, step: int, sample_batch: Any) -> None:
         params = self.agent.named_parameters()
@@ -188,6 +222,9 @@ class SparsityController:
             return []
         report = sparsity_report(self.mask)
         out = [(f"sparsity/{name}", value, step) for name, value in report.items()]
+        roles = role_sparsity(self.mask)
+        if len(roles) > 1:  # DQV: each network's own level (each is pruned on its own)
+            out += [(f"sparsity/role/{role}", value, step) for role, value in roles.items()]
         out.append(("sparsity/mask_change", self.last_change, step))
         if self.reference is not None:
             out.append(

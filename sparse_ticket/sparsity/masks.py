@@ -28,6 +28,7 @@ __all__ = [
     "MaskError",
     "apply_mask_",
     "architecture_fingerprint",
+    "by_role",
     "check_compatible",
     "content_hash",
     "dense_mask",
@@ -35,6 +36,8 @@ __all__ = [
     "mask_multipliers",
     "overlap",
     "prunable_names",
+    "role_of",
+    "role_sparsity",
     "save_mask",
     "sparsity_report",
 ]
@@ -162,6 +165,26 @@ def sparsity_report(mask: Mapping[str, torch.Tensor]) -> dict[str, float]:
         size_total += m.numel()
     report["overall"] = pruned_total / size_total if size_total else 0.0
     return report
+
+
+def role_of(name: str) -> str:
+    """The network role of a flat parameter name: ``"v.encoder.conv1.weight"`` -> ``"v"``
+    (``""`` for a name without a role prefix: such layers form one group)."""
+    role, dot, _ = name.partition(".")
+    return role if dot else ""
+
+
+def by_role(mask: Mapping[str, torch.Tensor]) -> dict[str, dict[str, torch.Tensor]]:
+    """``mask`` split into one sub-mask per network role, each in ``mask``'s layer order."""
+    groups: dict[str, dict[str, torch.Tensor]] = {}
+    for name, m in mask.items():
+        groups.setdefault(role_of(name), {})[name] = m
+    return groups
+
+
+def role_sparsity(mask: Mapping[str, torch.Tensor]) -> dict[str, float]:
+    """The realised sparsity of each network role (``{"q": 0.8, "v": 0.8}`` for DQV)."""
+    return {role: sparsity_report(group)["overall"] for role, group in by_role(mask).items()}
 
 
 def _check_same_layers(a: Mapping[str, torch.Tensor], b: Mapping[str, torch.Tensor]) -> None:
