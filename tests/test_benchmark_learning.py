@@ -3,25 +3,17 @@ training return, per seed, and its IQM over seeds, on hand-made episode records.
 
 from __future__ import annotations
 
-import importlib.util
 import math
-import sys
 
 import numpy as np
 import pytest
 
-from tests.conftest import ROOT
-
-SCRIPT = ROOT / "benchmarks" / "learning.py"
+from tests.conftest import load_benchmark_script
 
 
 @pytest.fixture(scope="module")
 def learning():
-    spec = importlib.util.spec_from_file_location("learning_benchmark", SCRIPT)
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module  # dataclasses look their module up while it executes
-    spec.loader.exec_module(module)
-    return module
+    return load_benchmark_script("learning")
 
 
 def test_moving_average_takes_the_last_100_episodes_ended_by_the_step(learning):

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import functools
-import importlib.util
 import json
 import os
 import subprocess
@@ -11,7 +10,7 @@ import sys
 
 import pytest
 
-from tests.conftest import ROOT
+from tests.conftest import ROOT, load_benchmark_script
 
 SCRIPT = ROOT / "benchmarks" / "throughput.py"
 MINATAR = "env.suite=minatar agent.encoder=minatar env.frame_stack=1"
@@ -22,11 +21,7 @@ LEARNING_STARTS = 400
 @functools.cache
 def load_benchmark():
     """The benchmark script as a module (it is not part of a package)."""
-    spec = importlib.util.spec_from_file_location("throughput_benchmark", SCRIPT)
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module  # dataclasses look their module up while it executes
-    spec.loader.exec_module(module)
-    return module
+    return load_benchmark_script("throughput")
 
 
 @pytest.fixture(scope="module")
