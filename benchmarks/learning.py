@@ -39,6 +39,7 @@ import numpy as np
 
 from mlproject.presets import load_preset
 from sparse_ticket.config import TrainConfig, apply_overrides, flatten, validate
+from sparse_ticket.envs import make_env
 from sparse_ticket.metrics.aggregate import iqm
 from sparse_ticket.runner import Metric, Runner
 
@@ -72,7 +73,14 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         "--set", action="append", default=[], metavar="KEY=VALUE", help="override on the preset"
     )
     parser.add_argument("--tag", default="", help="results folder name (default: the preset)")
-    parser.add_argument("--checkpoints", default="250000,500000,1000000")
+    parser.add_argument("--checkpoints", default="250000,300000,500000,1000000")
+    parser.add_argument(
+        "--study-budget",
+        type=int,
+        default=300_000,
+        help="agent steps of a dense run of the minatar study: the report says how far from "
+        "random to the published value the agents are there",
+    )
     parser.add_argument("--threads", type=int, default=1, help="torch intra-op threads per run")
     parser.add_argument("--results", type=Path, default=ROOT / "results" / "learning")
     parser.add_argument("--work", type=Path, default=Path("st-data") / "learning")
@@ -174,6 +182,37 @@ def train(args: argparse.Namespace, key: RunKey) -> bool:
     return True
 
 
+RANDOM_EPISODES = 100
+"""Episodes of the uniform-random policy behind each game's random score."""
+
+RANDOM_SEED = 2**20
+"""Env seed of the random-policy episodes (apart from every training seed)."""
+
+
+def random_score(args: argparse.Namespace, game: str) -> float:
+    """Mean score of :data:`RANDOM_EPISODES` uniform-random episodes in the preset's env.
+
+    The floor a learning agent must leave behind (issue 12: "no game whose dense agent is still
+    near its random score"). Cached in ``<results>/<tag>/random/<game>.json``.
+    """
+    path = args.results / (args.tag or args.preset) / "random" / f"{game}.json"
+    if path.is_file():
+        return float(json.loads(path.read_text())["mean"])
+    config = apply_overrides(TrainConfig(), load_preset(args.preset))
+    env = make_env(game, config.env, RANDOM_SEED)
+    env.reset()
+    rng = np.random.default_rng(RANDOM_SEED)
+    scores: list[float] = []
+    while len(scores) < RANDOM_EPISODES:
+        result = env.step(rng.integers(env.num_actions, size=env.num_envs))
+        scores += [e.score for e in result.finished]
+    env.backend.close()
+    scores = scores[:RANDOM_EPISODES]
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps({"episodes": len(scores), "mean": float(np.mean(scores))}))
+    return float(np.mean(scores))
+
+
 def moving_average_at(episodes: np.ndarray, step: int) -> float:
     """Mean score of the last :data:`WINDOW` episodes ended by ``step`` (NaN if none).
 
@@ -206,43 +245,56 @@ def summary_row(runs: list[dict[str, Any]], step: int) -> dict[str, float]:
     }
 
 
+def learned_fraction(score: float, random: float, published: float) -> float:
+    """How far ``score`` has come from the random policy's to the published 1M value:
+    0 = random, 1 = published (``(score - random) / (published - random)``)."""
+    return (score - random) / (published - random)
+
+
 def steps_per_second(runs: list[dict[str, Any]]) -> float:
     seconds = sum(r["seconds"] for r in runs)
     return sum(r["step"] for r in runs) / seconds if seconds else float("nan")
 
 
 def report(args: argparse.Namespace, tag: str, algos: list[str], games: list[str]) -> str:
-    """The markdown table: our figure at each checkpoint beside Young & Tian's."""
+    """The markdown table: our figure at each checkpoint beside Young & Tian's and the random
+    policy's."""
     checkpoints = [int(c) for c in args.checkpoints.split(",")]
-    head = ["algo", "game", *[f"{c / 1e6:g}M" for c in checkpoints], "published 1M", "ratio 1M"]
-    lines = ["| " + " | ".join([*head, "reaches", "steps/s"]) + " |"]
-    lines.append("|" + " --- |" * (len(head) + 2))
+    head = ["algo", "game", "random", *[f"{c / 1e6:g}M" for c in checkpoints], "published 1M"]
+    head += ["ratio 1M", "reaches", f"learned at {args.study_budget / 1e6:g}M", "steps/s"]
+    lines = [head, ["---"] * len(head)]
     for algo in algos:
         for game in games:
             runs = load_runs(args.results, tag, algo, game)
-            if not runs:
-                continue
-            rows = [summary_row(runs, c) for c in checkpoints]
-            cells = [
-                f"{r['iqm']:.1f} [{r['min']:.1f}, {r['max']:.1f}] (n={r['seeds']})"
-                if r["seeds"]
-                else "-"
-                for r in rows
-            ]
-            published = PUBLISHED_DQN.get(game, {}).get(1_000_000, float("nan"))
-            at_1m = summary_row(runs, 1_000_000)["iqm"]
-            ratio = at_1m / published if np.isfinite(at_1m) else float("nan")
-            verdict = (
-                "-" if not np.isfinite(ratio) else ("yes" if ratio >= args.pass_fraction else "no")
-            )
-            if game not in MUST_REACH and verdict != "-":
-                verdict += " (reported)"
-            lines.append(
-                f"| {algo} | {game} | "
-                + " | ".join(cells)
-                + f" | {published:g} | {ratio:.2f} | {verdict} | {steps_per_second(runs):,.0f} |"
-            )
-    return "\n".join(lines)
+            if runs:
+                lines.append([algo, game, *report_cells(args, game, runs, checkpoints)])
+    return "\n".join("| " + " | ".join(line) + " |" for line in lines)
+
+
+def report_cells(
+    args: argparse.Namespace, game: str, runs: list[dict[str, Any]], checkpoints: list[int]
+) -> list[str]:
+    """One game's cells of :func:`report`, from ``random`` to ``steps/s``."""
+    cells = [
+        f"{r['iqm']:.1f} [{r['min']:.1f}, {r['max']:.1f}] (n={r['seeds']})" if r["seeds"] else "-"
+        for r in (summary_row(runs, c) for c in checkpoints)
+    ]
+    published = PUBLISHED_DQN.get(game, {}).get(1_000_000, float("nan"))
+    ratio = summary_row(runs, 1_000_000)["iqm"] / published
+    verdict = "-" if not np.isfinite(ratio) else ("yes" if ratio >= args.pass_fraction else "no")
+    if game not in MUST_REACH and verdict != "-":
+        verdict += " (reported)"
+    floor = random_score(args, game)
+    learned = learned_fraction(summary_row(runs, args.study_budget)["iqm"], floor, published)
+    return [
+        f"{floor:.2f}",
+        *cells,
+        f"{published:g}",
+        f"{ratio:.2f}",
+        verdict,
+        f"{learned:.2f}",
+        f"{steps_per_second(runs):,.0f}",
+    ]
 
 
 def plot(args: argparse.Namespace, tag: str, algos: list[str], games: list[str]) -> None:

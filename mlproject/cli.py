@@ -185,9 +185,9 @@ def evaluate_command(
 )
 @click.option(
     "--members-per-task",
-    default="1",
-    show_default=True,
-    help="Pack up to K runs of one shape (seeds) into one process, trained as one population.",
+    default="",
+    help="Pack up to K runs of one shape (seeds) into one process, trained as one population "
+    "(default: the preset's; 1 unless it says).",
 )
 def main_command(**params: str) -> None:
     """Run a whole study: dense -> masks -> transfers and baselines -> evaluate."""
@@ -228,9 +228,9 @@ def slurm_group() -> None:
 @click.option("--dry-run", default="false", show_default=True, help="true: write, don't submit.")
 @click.option(
     "--members-per-task",
-    default="1",
-    show_default=True,
-    help="Pack up to K runs of one shape (seeds) into one task, trained as one population.",
+    default="",
+    help="Pack up to K runs of one shape (seeds) into one task, trained as one population "
+    "(default: the preset's; 1 unless it says).",
 )
 def slurm_submit_command(**params) -> None:
     """Turn a study's DAG into array jobs chained with --dependency=afterok, and submit them."""

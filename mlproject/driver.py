@@ -70,7 +70,7 @@ class StudyRequest:
     dry_run: str = "false"
     output_dir: str = "studies"
     steps_per_sec: str = ""
-    members_per_task: str = "1"
+    members_per_task: str = ""  # empty: the preset's (StudySpec.members_per_task)
 
 
 # ----------------------------------------------------------------------------- planning
@@ -494,12 +494,19 @@ def experiment_id() -> str:
     return _get_experiment_id()
 
 
+def members_per_task(text: str, spec: StudySpec) -> int:
+    """``--members-per-task``, or the preset's when it is empty."""
+    if not text.strip():
+        return spec.members_per_task
+    return parse_int(text, "members_per_task", minimum=1)
+
+
 def main_study(request: StudyRequest) -> int:
     """Run the entry point; returns the process exit code."""
     workers = parse_int(request.workers, "workers", minimum=1)
-    members = parse_int(request.members_per_task, "members_per_task", minimum=1)
     planning_only = parse_bool(request.dry_run, "dry_run")
     spec, nodes = load(request)
+    members = members_per_task(request.members_per_task, spec)
     rate = spec.agent_steps_per_sec
     if request.steps_per_sec.strip():
         rate = float(parse_int(request.steps_per_sec, "steps_per_sec", minimum=1))

@@ -35,6 +35,7 @@ from mlproject.driver import (
     absolute_tracking_uri,
     evaluation_filter,
     load,
+    members_per_task,
     pack_key,
     parse_bool,
     resolve,
@@ -70,7 +71,7 @@ class SubmitRequest:
     jobs_dir: str = "slurm_jobs"
     checkpoint_dir: str = ""
     dry_run: str = "false"
-    members_per_task: str = "1"
+    members_per_task: str = ""  # empty: the preset's (StudySpec.members_per_task)
 
 
 # ----------------------------------------------------------------------------- tracking
@@ -308,8 +309,8 @@ def submit(request: SubmitRequest) -> int:
     check_container(request)
     resources = parse_resources(request)
     dry = parse_bool(request.dry_run, "dry_run")
-    members = parse_int(request.members_per_task, "members_per_task", minimum=1)
     spec, nodes = load(StudyRequest(preset=request.preset))
+    members = members_per_task(request.members_per_task, spec)
     uri = absolute_tracking_uri()
     path = store_path(uri)
     if path is not None:

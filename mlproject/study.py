@@ -80,6 +80,9 @@ class StudySpec:
     random_control: bool
     steps: Steps
     eval_reps: int = 10_000
+    members_per_task: int = 1
+    """Runs of one shape packed into one process when ``main`` / ``slurm submit`` are not told
+    (``--members-per-task``); a preset of many small runs (``demo``) packs to save start-ups."""
     eval_baselines: list[str] = field(default_factory=lambda: ["dense"])
     agent_steps_per_sec: float = 556.0
     steps_per_sec_source: str = ""
@@ -159,6 +162,7 @@ def _spec(name: str, description: str, table: dict[str, Any]) -> StudySpec:
         random_control=bool(table.pop("random_control", False)),
         steps=Steps(int(steps["dense"]), int(steps["mask"]), int(steps["transfer"])),
         eval_reps=int(evaluation.get("reps", 10_000)),
+        members_per_task=int(table.pop("members_per_task", 1)),
         eval_baselines=_strings(evaluation.get("baselines", ["dense"])),
         agent_steps_per_sec=float(throughput.get("agent_steps_per_sec", 556.0)),
         steps_per_sec_source=str(throughput.get("source", "")),
@@ -196,6 +200,8 @@ def check_spec(spec: StudySpec) -> None:
         raise ConfigError(f"study {spec.name}: sparsities must be in (0, 1)")
     if min(spec.steps.dense, spec.steps.mask, spec.steps.transfer) <= 0:
         raise ConfigError(f"study {spec.name}: steps must be positive")
+    if spec.members_per_task < 1:
+        raise ConfigError(f"study {spec.name}: members_per_task must be at least 1")
     final, top = spec.adapt_gmp_final_sparsity, max(spec.transfer_sparsities or [0.0])
     if "gmp" in spec.adapt and (final is None or not top < final < 1.0):
         raise ConfigError(

@@ -3,6 +3,7 @@ training return, per seed, and its IQM over seeds, on hand-made episode records.
 
 from __future__ import annotations
 
+import json
 import math
 
 import numpy as np
@@ -37,3 +38,39 @@ def test_summary_is_the_iqm_over_seeds_that_reached_the_step(learning):
     row = learning.summary_row(runs, 100)
     assert row == {"seeds": 4, "iqm": 2.5, "min": 1.0, "max": 10.0}
     assert learning.summary_row(runs, 200)["seeds"] == 0
+
+
+def test_the_report_puts_each_game_between_its_random_and_published_scores(learning, tmp_path):
+    # Breakout, published 9.5 at 1M; a cached random score of 0.5. Two seeds whose last 100
+    # episodes by 0.3M average 5.0 and 6.0 (IQM of two = 5.5) and by 1M 9.0 and 10.0 (9.5).
+    folder = tmp_path / "minatar" / "ddqn" / "breakout"
+    folder.mkdir(parents=True)
+    for seed, (early, late) in enumerate([(5.0, 9.0), (6.0, 10.0)]):
+        episodes = [[300_000, early]] * 100 + [[1_000_000, late]] * 100
+        record = {"episodes": episodes, "step": 1_000_000, "seconds": 1000.0, "finished": True}
+        (folder / f"s{seed}.json").write_text(json.dumps(record))
+    (tmp_path / "minatar" / "random").mkdir()
+    (tmp_path / "minatar" / "random" / "breakout.json").write_text('{"mean": 0.5}')
+    args = learning.parse_args(["--results", str(tmp_path), "--games", "breakout"])
+
+    table = learning.report(args, "minatar", ["ddqn"], ["breakout"])
+    lines = table.splitlines()
+    header, _, row = ([c.strip() for c in line.strip("|").split("|")] for line in lines)
+    cell = dict(zip(header, row, strict=True))
+    assert cell["random"] == "0.50"
+    assert cell["0.3M"] == "5.5 [5.0, 6.0] (n=2)"
+    assert cell["1M"] == "9.5 [9.0, 10.0] (n=2)"
+    assert cell["ratio 1M"] == "1.00" and cell["reaches"] == "yes"
+    # (5.5 - 0.5) / (9.5 - 0.5) = 0.56 of the way from random to published
+    assert cell["learned at 0.3M"] == "0.56"
+    assert cell["steps/s"] == "1,000"  # 2M steps in 2000 s
+
+
+def test_the_random_score_is_a_fixed_seed_measurement_cached_beside_the_results(learning, tmp_path):
+    args = learning.parse_args(["--results", str(tmp_path)])
+    first = learning.random_score(args, "breakout")
+    cached = json.loads((tmp_path / "minatar" / "random" / "breakout.json").read_text())
+    assert cached == {"episodes": 100, "mean": first}
+    (tmp_path / "minatar" / "random" / "breakout.json").unlink()
+    assert learning.random_score(args, "breakout") == first  # the same episodes again
+    assert 0.0 <= first < 2.0  # a random Breakout paddle rarely hits the ball

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from mlproject.driver import StudyRequest, load, node_key, plan
+from mlproject.driver import StudyRequest, load, members_per_task, node_key, plan
 from mlproject.errors import InputError
 from mlproject.presets import load_preset, preset_names, study_preset_names
 from mlproject.study import Node, build_dag, code_version, dag_size, load_study
@@ -142,6 +142,7 @@ def test_run_presets_and_study_presets_are_told_apart():
         (('mask_methods = ["imp", "gmp"]', 'mask_methods = ["gmp"]'), "copy IMP masks"),
         (("seeds = 2", "seeds = 2\ncolour = 3"), "unknown field"),
         (("dense = 100", "dense = 0"), "steps must be positive"),
+        (("seeds = 2", "seeds = 2\nmembers_per_task = 0"), "members_per_task must be at least 1"),
         (('algos = ["ddqn"]', "algos = []"), "algos is empty"),
         (('algos = ["ddqn"]', 'algos = "ddqn"'), "expected a list"),
         (('algos = ["ddqn"]', 'algos = ["ddqn"'), "not valid TOML"),
@@ -207,3 +208,16 @@ def test_dense_runs_serve_as_dense_baselines_at_the_same_budget(tmp_path):
     nodes = {n.id for n in plan(load_study(write_study(tmp_path, text)))}
     assert "baseline/ddqn/breakout/dense/s0" not in nodes
     assert "baseline/ddqn/asterix/dense/s0" in nodes  # asterix is no source
+
+
+def test_a_preset_sets_the_default_packing_and_the_command_line_overrides_it(tmp_path):
+    spec = load_study(
+        write_study(tmp_path, SMALL.replace("seeds = 2", "seeds = 2\nmembers_per_task = 3"))
+    )
+    assert spec.members_per_task == 3
+    assert members_per_task("", spec) == 3  # -P members_per_task left empty: the preset's
+    assert members_per_task("1", spec) == 1
+    assert load_study(write_study(tmp_path, SMALL)).members_per_task == 1
+    assert load_study("demo").members_per_task == 2  # both seeds of a node in one process
+    with pytest.raises(InputError, match="members_per_task"):
+        members_per_task("0", spec)
