@@ -13,7 +13,6 @@ Artifact contract of a training run (later entry points read these by ``runs:/<i
 from __future__ import annotations
 
 import importlib.metadata
-import json
 import os
 import platform
 import subprocess
@@ -186,7 +185,3 @@ def log_weights(
     torch.save(weights, path)
     run_id = run_id or mlflow.active_run().info.run_id
     mlflow.MlflowClient().log_artifact(run_id, str(path), "checkpoints")
-
-
-def write_json(path: Path, payload: Any) -> None:
-    path.write_text(json.dumps(payload, indent=2))

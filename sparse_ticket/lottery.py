@@ -227,18 +227,6 @@ def _report(
     return ticket
 
 
-def find_imp_tickets(
-    config: TrainConfig,
-    levels: Sequence[float],
-    directory: Path,
-    hooks: RoundHooks,
-    dense: DenseStart | None = None,
-    round_steps: int | None = None,
-) -> list[Ticket]:
-    """One IMP chain through every level in ``levels``; returns their tickets, lowest first."""
-    return run_chain(imp_chain(config, levels, directory, hooks, dense, round_steps))
-
-
 def imp_chain(
     config: TrainConfig,
     levels: Sequence[float],
@@ -247,7 +235,10 @@ def imp_chain(
     dense: DenseStart | None = None,
     round_steps: int | None = None,
 ) -> Chain:
-    """:func:`find_imp_tickets` as a :data:`Chain`."""
+    """One IMP chain through every level in ``levels``; its tickets, lowest first.
+
+    A :data:`Chain`: :func:`run_chain` trains it alone, :func:`run_chains` several in lock-step.
+    """
     steps = round_steps or config.run.total_steps
     window = config.sparsity.imp_early_stop_window
     if dense is None:
@@ -285,17 +276,6 @@ def imp_chain(
     return tickets
 
 
-def find_gmp_tickets(
-    config: TrainConfig,
-    levels: Sequence[float],
-    directory: Path,
-    hooks: RoundHooks,
-    dense: DenseStart | None = None,
-) -> list[Ticket]:
-    """One GMP run per level (Zhu & Gupta 2017); the ticket rewinds the final mask's survivors."""
-    return run_chain(gmp_chain(config, levels, directory, hooks, dense))
-
-
 def gmp_chain(
     config: TrainConfig,
     levels: Sequence[float],
@@ -303,7 +283,10 @@ def gmp_chain(
     hooks: RoundHooks,
     dense: DenseStart | None = None,
 ) -> Chain:
-    """:func:`find_gmp_tickets` as a :data:`Chain`."""
+    """One GMP run per level (Zhu & Gupta 2017); the ticket rewinds the final mask's survivors.
+
+    A :data:`Chain` (see :func:`imp_chain`).
+    """
     tickets = []
     for index, sparsity in enumerate(sorted(levels)):
         with hooks.round(index, sparsity) as sink:
@@ -318,28 +301,6 @@ def gmp_chain(
     return tickets
 
 
-def find_random_tickets(
-    config: TrainConfig,
-    levels: Sequence[float],
-    directory: Path,
-    hooks: RoundHooks,
-    template: Mask | None = None,
-    template_weights: Weights | None = None,
-    seed: int = 0,
-) -> list[Ticket]:
-    """The random-ticket control (Frankle & Carbin 2019): random masks, trained.
-
-    With a ``template`` mask, each random mask has exactly its per-layer densities (and the
-    level is the template's); without one, the config's allocation at each level (``global``
-    has no magnitudes to rank, so it means ``uniform`` here). The weights are
-    ``template_weights`` (the template ticket's *unmasked* rewind point: its init, or step k)
-    under the random mask, so every active weight starts at its original initial value, as in
-    Frankle & Carbin's random-pruning control; without ``template_weights``, a fresh init.
-    """
-    chain = random_chain(config, levels, directory, hooks, template, template_weights, seed)
-    return run_chain(chain)
-
-
 def random_chain(
     config: TrainConfig,
     levels: Sequence[float],
@@ -349,7 +310,16 @@ def random_chain(
     template_weights: Weights | None = None,
     seed: int = 0,
 ) -> Chain:
-    """:func:`find_random_tickets` as a :data:`Chain`."""
+    """The random-ticket control (Frankle & Carbin 2019): random masks, trained.
+
+    With a ``template`` mask, each random mask has exactly its per-layer densities (and the
+    level is the template's); without one, the config's allocation at each level (``global``
+    has no magnitudes to rank, so it means ``uniform`` here). The weights are
+    ``template_weights`` (the template ticket's *unmasked* rewind point: its init, or step k)
+    under the random mask, so every active weight starts at its original initial value, as in
+    Frankle & Carbin's random-pruning control; without ``template_weights``, a fresh init.
+    A :data:`Chain` (see :func:`imp_chain`).
+    """
     tickets = []
     for index, sparsity in enumerate(sorted(levels)):
         round_config = _round_config(config, "static", sparsity, config.run.total_steps)
@@ -373,9 +343,6 @@ __all__ = [
     "Round",
     "RoundHooks",
     "Ticket",
-    "find_gmp_tickets",
-    "find_imp_tickets",
-    "find_random_tickets",
     "flat_weights",
     "gmp_chain",
     "imp_chain",
