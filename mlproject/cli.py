@@ -12,8 +12,9 @@ from mlproject.driver import StudyRequest, main_study
 from mlproject.errors import EXIT_INPUT, InputError
 from mlproject.find_mask import FindMaskRequest, find_mask
 from mlproject.presets import preset_names, study_preset_names
+from mlproject.runs import TrainRequest
 from mlproject.tracking import end_run_if_active
-from mlproject.train_dense import TrainRequest, train_dense
+from mlproject.train_dense import train_dense
 from mlproject.transfer import TransferRequest, transfer
 
 
@@ -170,7 +171,12 @@ def evaluate_command(
     show_default=True,
     help=f"A study preset: {', '.join(study_preset_names())}.",
 )
-@click.option("--workers", default="1", show_default=True, help="Nodes run at once.")
+@click.option(
+    "--workers",
+    default="2",
+    show_default=True,
+    help="Nodes run at once, each a process; the cores are shared among them.",
+)
 @click.option("--dry-run", default="false", show_default=True, help="true: print the DAG only.")
 @click.option(
     "--output-dir",

@@ -39,6 +39,7 @@ from mlflow.entities import RunStatus
 
 from mlproject.errors import EXIT_PREEMPTED, InputError, parse_int
 from mlproject.members import PACKABLE, describe_run
+from mlproject.runs import CHECKPOINT_TAG, RESUMABLE, TrainRequest, build_config
 from mlproject.study import (
     Node,
     StudySpec,
@@ -48,7 +49,6 @@ from mlproject.study import (
     load_study,
 )
 from mlproject.tracking import end_run_if_active, log_provenance
-from mlproject.train_dense import CHECKPOINT_TAG, RESUMABLE, TrainRequest, build_config
 from sparse_ticket.checkpoint import CheckpointManager
 from sparse_ticket.config import ConfigError
 from sparse_ticket.sparsity.schedules import imp_levels
@@ -66,7 +66,7 @@ class StudyRequest:
     """The entry point's parameters as the user gave them (strings, validated here)."""
 
     preset: str = "demo"
-    workers: str = "1"
+    workers: str = "2"  # as MLproject's (tests/test_mlproject_file.py)
     dry_run: str = "false"
     output_dir: str = "studies"
     steps_per_sec: str = ""

@@ -17,7 +17,7 @@ reinit`` draws a fresh init from the ``reinit`` stream instead (``TrainConfig.in
 
 Sidecars hold the method, the target and realised sparsity (overall and per layer), source game,
 algo, seed, the architecture fingerprint, and content hashes. A mask is loaded back by its
-``runs:/<run_id>/sparsity_0.60/mask.pt`` URI with :func:`load_mask_uri`.
+``runs:/<run_id>/sparsity_0.60/mask.pt`` URI with :func:`mlproject.runs.load_mask_uri`.
 """
 
 from __future__ import annotations
@@ -39,14 +39,17 @@ from mlflow.entities import Metric, Param
 from mlflow.tracking.context.registry import resolve_tags
 
 from mlproject.errors import EXIT_PREEMPTED, InputError
-from mlproject.tracking import MlflowSink, end_run_if_active, log_provenance
-from mlproject.train_dense import (
+from mlproject.runs import (
     CHECKPOINT_TAG,
     TrainRequest,
     build_config,
     checkpoint_root,
+    download,
+    load_mask_uri,
     run_config,
+    run_id_of,
 )
+from mlproject.tracking import MlflowSink, end_run_if_active, log_provenance
 from sparse_ticket.checkpoint import CheckpointError, load_weights
 from sparse_ticket.config import ConfigError, TrainConfig, apply_overrides, flatten, validate
 from sparse_ticket.lottery import (
@@ -65,7 +68,6 @@ from sparse_ticket.sparsity.masks import (
     architecture_fingerprint,
     check_compatible,
     content_hash,
-    load_mask,
     overlap,
     role_sparsity,
     save_mask,
@@ -99,44 +101,6 @@ def parse_levels(text: str) -> list[float]:
     if not levels or any(not 0.0 < level < 1.0 for level in levels):
         raise InputError(f"sparsities must be in (0, 1), got {text!r}")
     return levels
-
-
-def run_id_of(uri: str, name: str) -> str:
-    """The run id of a ``runs:/<id>[/...]`` URI (or a bare run id)."""
-    text = uri.strip()
-    if text.startswith("runs:/"):
-        text = text[len("runs:/") :]
-    run_id = text.strip("/").split("/", 1)[0]
-    if not run_id:
-        raise InputError(f"{name} must be a runs:/<run_id> URI, got {uri!r}")
-    return run_id
-
-
-def download(uri: str, name: str) -> Path:
-    """Download an artifact URI, or InputError naming the parameter."""
-    try:
-        return Path(mlflow.artifacts.download_artifacts(uri, dst_path=tempfile.mkdtemp()))
-    except (mlflow.exceptions.MlflowException, OSError) as error:
-        first = str(error).splitlines()[0] if str(error) else type(error).__name__
-        raise InputError(f"{name} {uri!r} cannot be downloaded: {first}") from None
-
-
-def load_mask_uri(uri: str) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
-    """A mask and its sidecar from a ``runs:/.../mask.pt`` URI (InputError if unusable)."""
-    path = download(uri, "mask")
-    try:
-        mask = load_mask(path)
-    except MaskError as error:
-        raise InputError(str(error)) from None
-    sidecar_path = path.with_suffix(".json")
-    sidecar = {}
-    try:
-        sidecar_uri = uri[: -len(path.suffix)] + ".json"
-        sidecar = json.loads(download(sidecar_uri, "mask sidecar").read_text())
-    except (InputError, json.JSONDecodeError):
-        if sidecar_path.is_file():
-            sidecar = json.loads(sidecar_path.read_text())
-    return mask, sidecar
 
 
 # ----------------------------------------------------------------------------- configuration

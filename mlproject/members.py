@@ -33,8 +33,7 @@ from mlflow.entities import Param, RunTag
 
 from mlproject.errors import EXIT_PREEMPTED, InputError
 from mlproject.find_mask import FindMaskRequest, FindPlan, find_chain, plan_find
-from mlproject.tracking import MlflowSink, last_logged_step, log_provenance, log_weights
-from mlproject.train_dense import (
+from mlproject.runs import (
     CHECKPOINT_TAG,
     RESUMABLE,
     TrainRequest,
@@ -45,6 +44,7 @@ from mlproject.train_dense import (
     run_checkpoint_dir,
     run_config,
 )
+from mlproject.tracking import MlflowSink, last_logged_step, log_provenance, log_weights
 from mlproject.transfer import TransferRequest, plan_transfer
 from sparse_ticket.checkpoint import CheckpointError
 from sparse_ticket.config import flatten
@@ -167,7 +167,7 @@ def prepare(run_id: str, root: TrainRequest) -> tuple[Member, Runner | None]:
 def _resumed(run_id: str, root: TrainRequest) -> tuple[Member, Runner]:
     config = run_config(run_id)
     directory = run_checkpoint_dir(root, run_id)
-    path = fetch_checkpoint(run_id, directory)
+    path = fetch_checkpoint(run_id, directory, "train-members")
     if path is None:
         raise InputError(f"run {run_id} has no complete checkpoint to resume from")
     sink = MlflowSink(run_id, skip_until=last_logged_step(run_id))

@@ -43,8 +43,8 @@ from mlproject.driver import (
 )
 from mlproject.errors import InputError, parse_int
 from mlproject.members import describe_run
+from mlproject.runs import CHECKPOINT_ENV, TrainRequest, checkpoint_root
 from mlproject.study import Node, StudySpec, code_version
-from mlproject.train_dense import CHECKPOINT_ENV, TrainRequest, checkpoint_root
 
 SHARED_FILESYSTEMS = ("nfs", "nfs4", "lustre", "gpfs", "beegfs", "cifs", "smb2", "cephfs", "fuse")
 RUN_TASK = PROJECT_ROOT / "slurm" / "run-task.sh"

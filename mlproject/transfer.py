@@ -30,13 +30,15 @@ from typing import Any
 import torch
 
 from mlproject.errors import InputError
-from mlproject.find_mask import download, load_mask_uri, run_id_of
-from mlproject.train_dense import (
+from mlproject.runs import (
     TrainRequest,
     build_config,
+    download,
+    load_mask_uri,
     new_training_run,
     resumable_run,
     resume,
+    run_id_of,
 )
 from sparse_ticket.checkpoint import CheckpointError, load_weights
 from sparse_ticket.config import TrainConfig

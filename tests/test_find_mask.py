@@ -9,7 +9,7 @@ import mlflow
 import pytest
 import torch
 
-from mlproject.find_mask import load_mask_uri
+from mlproject.runs import load_mask_uri
 from sparse_ticket.sparsity.masks import content_hash, sparsity_report
 from tests.conftest import run_cli
 from tests.test_train_dense import mlflow_run

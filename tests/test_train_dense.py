@@ -14,7 +14,7 @@ import mlflow
 import pytest
 import torch
 
-from mlproject.train_dense import fetch_checkpoint, run_config
+from mlproject.runs import fetch_checkpoint, run_config
 from sparse_ticket.runner import Runner
 from tests.conftest import ROOT, only_run, run_cli, tiny_finished_run
 
@@ -219,7 +219,7 @@ def test_sigterm_checkpoints_and_marks_the_run_killed(tracking, tmp_path):
 
     # Without the local checkpoint (another node), the run's artifact checkpoint still resumes.
     shutil.rmtree(tmp_path / "ckpt" / run.info.run_id)
-    path = fetch_checkpoint(run.info.run_id, tmp_path / "ckpt" / run.info.run_id)
+    path = fetch_checkpoint(run.info.run_id, tmp_path / "ckpt" / run.info.run_id, "train-dense")
     assert path is not None and (path / "COMPLETE").is_file()
     assert not (path / "replay.npz").exists()
     runner = Runner(run_config(run.info.run_id), tmp_path / "elsewhere")

@@ -1,0 +1,288 @@
+"""The run lifecycle every training entry point shares (``train-dense``, ``transfer``,
+``find-mask``, ``train-members``): requests and configs, checkpoint directories, opening,
+training, closing and resuming a run, logging weights, and loading ``runs:/`` artifacts.
+
+A new run validates all input before it opens an MLflow run. A resumed run (``--resume RUN_ID``,
+or ``mlflow run --run-id RUN_ID`` on a run that has a checkpoint) rebuilds its config from the
+run's ``config.json``, restores the newest complete checkpoint and continues logging into the
+same run. Messages name the entry point of the run (its ``sparse_ticket.entry_point`` tag).
+
+Where a run's files are::
+
+    <checkpoint root>/<run id>/step_<12 digits>/   local checkpoints (sparse_ticket.checkpoint);
+                                                   root: --checkpoint-dir, else
+                                                   $SPARSE_TICKET_CHECKPOINT_DIR, else
+                                                   ./st_checkpoints; tagged on the run
+    runs:/<run id>/config.json                     the run's full config (what resume rebuilds)
+    runs:/<run id>/checkpoints/init.pt, final.pt   {role: state_dict} at step 0 and at the end
+    runs:/<run id>/checkpoints/step_<k>.pt         the late-rewinding point (imp_rewind_step k)
+    runs:/<run id>/checkpoints/latest/             the newest checkpoint, without its replay
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import mlflow
+import torch
+
+from mlproject.errors import EXIT_PREEMPTED, InputError, parse_int
+from mlproject.presets import load_preset
+from mlproject.tracking import (
+    MlflowSink,
+    end_run_if_active,
+    last_logged_step,
+    log_provenance,
+    log_weights,
+)
+from sparse_ticket.checkpoint import MARKER, CheckpointError, CheckpointManager
+from sparse_ticket.config import (
+    ConfigError,
+    TrainConfig,
+    apply_overrides,
+    flatten,
+    from_flat,
+    validate,
+)
+from sparse_ticket.envs import available_games
+from sparse_ticket.envs.atari import normalise_game
+from sparse_ticket.runner import Runner
+from sparse_ticket.sparsity.masks import MaskError, load_mask
+
+ENTRY_POINT_TAG = "sparse_ticket.entry_point"
+CHECKPOINT_ENV = "SPARSE_TICKET_CHECKPOINT_DIR"
+RESUMABLE = ("train-dense", "transfer")  # single-run entry points that resume from checkpoints
+
+
+@dataclass
+class TrainRequest:
+    """The entry point's parameters as the user gave them (strings, validated here)."""
+
+    game: str = "pong"
+    algo: str = "ddqn"
+    seed: str = "0"
+    total_steps: str = ""
+    preset: str = "default"
+    overrides: str = ""
+    resume: str = ""
+    checkpoint_dir: str = ""
+
+
+def build_config(request: TrainRequest) -> TrainConfig:
+    """Defaults < preset < explicit parameters < overrides, then validated."""
+    config = TrainConfig()
+    try:
+        apply_overrides(config, load_preset(request.preset))
+        config.game = normalise_game(request.game)
+        config.agent.algo = request.algo.strip().lower()
+        config.seed = parse_int(request.seed, "seed", minimum=0)
+        if str(request.total_steps).strip():
+            config.run.total_steps = parse_int(request.total_steps, "total_steps")
+        apply_overrides(config, request.overrides)
+        validate(config)
+    except ConfigError as error:
+        raise InputError(str(error)) from None
+    check_game(config)
+    return config
+
+
+def check_game(config: TrainConfig) -> None:
+    if config.game not in available_games(config.env.suite):
+        raise InputError(f"unknown {config.env.suite} game {config.game!r}")
+
+
+CHECKPOINT_TAG = "sparse_ticket.checkpoint_dir"
+
+
+def checkpoint_root(request: TrainRequest) -> Path:
+    """Where runs keep local checkpoints (absolute: ``mlflow run`` changes the working dir)."""
+    root = request.checkpoint_dir or os.environ.get(CHECKPOINT_ENV, "st_checkpoints")
+    return Path(root).resolve()
+
+
+def run_checkpoint_dir(request: TrainRequest, run_id: str) -> Path:
+    """A run's checkpoint directory: an explicit root, else the one its tag records."""
+    if not (request.checkpoint_dir or os.environ.get(CHECKPOINT_ENV)):
+        tagged = mlflow.MlflowClient().get_run(run_id).data.tags.get(CHECKPOINT_TAG)
+        if tagged:
+            return Path(tagged)
+    return checkpoint_root(request) / run_id
+
+
+def run_config(run_id: str) -> TrainConfig:
+    """The config a run was started with, from its ``config.json`` artifact.
+
+    Not from the params: ``mlflow run`` also logs the MLproject parameters as params, in the
+    user's spelling (``game=Pong``), beside the canonical config values.
+    """
+    try:
+        run = mlflow.MlflowClient().get_run(run_id)
+    except mlflow.exceptions.MlflowException:
+        raise InputError(
+            f"no MLflow run with id {run_id!r} in {mlflow.get_tracking_uri()}"
+        ) from None
+    if run.data.tags.get(ENTRY_POINT_TAG) not in RESUMABLE:
+        raise InputError(f"run {run_id} is not a {' or '.join(RESUMABLE)} run")
+    try:
+        path = mlflow.artifacts.download_artifacts(
+            run_id=run_id, artifact_path="config.json", dst_path=tempfile.mkdtemp()
+        )
+        return from_flat(json.loads(Path(path).read_text()))
+    except (mlflow.exceptions.MlflowException, OSError, ValueError) as error:
+        raise InputError(f"run {run_id} has no readable config.json: {error}") from None
+    except ConfigError as error:
+        raise InputError(f"run {run_id} has an unusable config: {error}") from None
+
+
+def fetch_checkpoint(run_id: str, directory: Path, entry_point: str) -> Path | None:
+    """The newest local checkpoint of a run, else its ``checkpoints/latest`` artifact
+    (``entry_point`` names the one resuming it in the message that says so)."""
+    local = CheckpointManager(directory).latest()
+    if local is not None:
+        return local
+    try:
+        downloaded = Path(
+            mlflow.artifacts.download_artifacts(
+                run_id=run_id, artifact_path="checkpoints/latest", dst_path=tempfile.mkdtemp()
+            )
+        )
+    except (mlflow.exceptions.MlflowException, OSError):
+        return None
+    if not (downloaded / MARKER).is_file():
+        return None
+    print(
+        f"{entry_point}: no local checkpoint under {directory}; resuming from the run's "
+        "artifact checkpoint without its replay buffer (the replay refills: not bit-exact)",
+        file=sys.stderr,
+    )
+    return downloaded
+
+
+def resumable_run(request: TrainRequest) -> str | None:
+    """The run id to continue: ``--resume``, or an existing run ``mlflow run`` handed us."""
+    if request.resume.strip():
+        return request.resume.strip()
+    run_id = os.environ.get("MLFLOW_RUN_ID")
+    if run_id:
+        tags = mlflow.MlflowClient().get_run(run_id).data.tags
+        if tags.get(ENTRY_POINT_TAG) in RESUMABLE:  # it has trained before
+            return run_id
+    return None
+
+
+def new_training_run(
+    request: TrainRequest, config: TrainConfig, tags: dict[str, str], **runner_args: Any
+) -> int:
+    """Open a run, log provenance and ``init.pt``, train, and close it with the right status.
+
+    ``runner_args`` (initial weights and mask of a transfer) go to the :class:`Runner`.
+    """
+    with mlflow.start_run() as run:
+        directory = checkpoint_root(request) / run.info.run_id
+        log_provenance(flatten(config), {**tags, CHECKPOINT_TAG: str(directory)})
+        runner = Runner(config, directory, MlflowSink(run.info.run_id), **runner_args)
+        scratch = Path(tempfile.mkdtemp())
+        log_weights(runner.initial_weights(), "init.pt", scratch)
+        return train_in_active_run(runner, scratch, tags[ENTRY_POINT_TAG])
+
+
+def resume(request: TrainRequest, run_id: str) -> int:
+    """Continue a run of ``RESUMABLE`` from its newest complete checkpoint."""
+    config = run_config(run_id)
+    entry_point = mlflow.MlflowClient().get_run(run_id).data.tags[ENTRY_POINT_TAG]
+    directory = run_checkpoint_dir(request, run_id)
+    path = fetch_checkpoint(run_id, directory, entry_point)
+    if path is None:
+        raise InputError(f"run {run_id} has no complete checkpoint to resume from")
+    runner = Runner(config, directory, MlflowSink(run_id, skip_until=last_logged_step(run_id)))
+    try:
+        step = runner.resume(path)
+    except CheckpointError as error:
+        runner.close()
+        raise InputError(str(error)) from None
+    if step >= config.run.total_steps and _status(run_id) == "FINISHED":
+        runner.close()
+        print(f"{entry_point}: run {run_id} already finished; nothing to do", file=sys.stderr)
+        return 0
+    print(f"{entry_point}: resuming run {run_id} at step {step}", file=sys.stderr)
+    with mlflow.start_run(run_id=run_id):
+        return train_in_active_run(runner, Path(tempfile.mkdtemp()), entry_point)
+
+
+def _status(run_id: str) -> str:
+    return mlflow.MlflowClient().get_run(run_id).info.status
+
+
+def train_in_active_run(runner: Runner, scratch: Path, entry_point: str) -> int:
+    """Train inside the active run (of ``entry_point``) and close it with the right status."""
+    try:
+        outcome = runner.train()
+    except BaseException:
+        end_run_if_active("FAILED")
+        raise
+    finally:
+        runner.close()
+    if outcome == "preempted":
+        print(
+            f"{entry_point}: stopped by signal at step {runner.step}; checkpoint written, "
+            "resume with --resume " + mlflow.active_run().info.run_id,
+            file=sys.stderr,
+        )
+        end_run_if_active("KILLED")
+        return EXIT_PREEMPTED
+    log_final_weights(runner, scratch)
+    return 0
+
+
+def log_final_weights(runner: Runner, scratch: Path, run_id: str | None = None) -> None:
+    """``final.pt``, and the late-rewinding point of a later find-mask ``--dense-run``
+    (``step_<k>.pt``, Frankle et al. 2020), into ``run_id`` (else the active run)."""
+    log_weights(runner.agent.weights_state_dict(), "final.pt", scratch, run_id)
+    k = runner.config.sparsity.imp_rewind_step
+    if k > 0 and runner.rewind_weights is not None:
+        log_weights(runner.rewind_weights, f"step_{k}.pt", scratch, run_id)
+
+
+# ----------------------------------------------------------------------------- runs:/ artifacts
+def run_id_of(uri: str, name: str) -> str:
+    """The run id of a ``runs:/<id>[/...]`` URI (or a bare run id)."""
+    text = uri.strip()
+    if text.startswith("runs:/"):
+        text = text[len("runs:/") :]
+    run_id = text.strip("/").split("/", 1)[0]
+    if not run_id:
+        raise InputError(f"{name} must be a runs:/<run_id> URI, got {uri!r}")
+    return run_id
+
+
+def download(uri: str, name: str) -> Path:
+    """Download an artifact URI, or InputError naming the parameter."""
+    try:
+        return Path(mlflow.artifacts.download_artifacts(uri, dst_path=tempfile.mkdtemp()))
+    except (mlflow.exceptions.MlflowException, OSError) as error:
+        first = str(error).splitlines()[0] if str(error) else type(error).__name__
+        raise InputError(f"{name} {uri!r} cannot be downloaded: {first}") from None
+
+
+def load_mask_uri(uri: str) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
+    """A mask and its sidecar from a ``runs:/.../mask.pt`` URI (InputError if unusable)."""
+    path = download(uri, "mask")
+    try:
+        mask = load_mask(path)
+    except MaskError as error:
+        raise InputError(str(error)) from None
+    sidecar_path = path.with_suffix(".json")
+    sidecar = {}
+    try:
+        sidecar_uri = uri[: -len(path.suffix)] + ".json"
+        sidecar = json.loads(download(sidecar_uri, "mask sidecar").read_text())
+    except (InputError, json.JSONDecodeError):
+        if sidecar_path.is_file():
+            sidecar = json.loads(sidecar_path.read_text())
+    return mask, sidecar
