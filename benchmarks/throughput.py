@@ -141,6 +141,7 @@ import torch
 
 from sparse_ticket.agents import Agent, make_agent
 from sparse_ticket.agents.population import BATCHING, resolve_batching
+from sparse_ticket.clock import linear_schedule
 from sparse_ticket.config import (
     ALGOS,
     ConfigError,
@@ -154,7 +155,6 @@ from sparse_ticket.envs import EpisodicVecEnv, make_env
 from sparse_ticket.population import PopulationRunner
 from sparse_ticket.replay import FrameReplay, ReplayBatch
 from sparse_ticket.runner import Runner, derive_seed
-from sparse_ticket.schedules import linear_schedule
 
 TOTAL_STEPS = 10**12
 """``run.total_steps`` of the benchmark: far beyond anything it runs, so the loop never ends."""

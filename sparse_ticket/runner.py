@@ -29,12 +29,12 @@ from tqdm import tqdm
 
 from sparse_ticket.agents import make_agent
 from sparse_ticket.checkpoint import CheckpointError, CheckpointManager, load_checkpoint
+from sparse_ticket.clock import crossed, linear_schedule
 from sparse_ticket.config import RunConfig, TrainConfig, flatten
 from sparse_ticket.envs import EpisodicVecEnv, make_env
 from sparse_ticket.envs.base import StepResult
 from sparse_ticket.metrics.plasticity import PlasticityProbe
 from sparse_ticket.replay import DeviceFrameReplay, FrameReplay
-from sparse_ticket.schedules import crossed, linear_schedule
 from sparse_ticket.seeding import derive_seed
 from sparse_ticket.sparsity.controller import SparsityController
 from sparse_ticket.sparsity.masks import Mask
@@ -75,7 +75,7 @@ def interquartile_mean(values: np.ndarray) -> float:
     return float(trim_mean(np.asarray(values, dtype=np.float64), 0.25))
 
 
-def evaluate(
+def evaluate_policy(
     agent: Any, env: EpisodicVecEnv, episodes: int, epsilon: float, rng: np.random.Generator
 ) -> np.ndarray:
     """Raw scores (episodes,) of ``episodes`` complete episodes of the epsilon-greedy policy.
@@ -464,7 +464,9 @@ class Runner:
         rng = np.random.default_rng(derive_seed(self.config.seed, "eval-act", self.step))
         self.eval_env.seed = derive_seed(self.config.seed, "eval-env", self.step)
         self.eval_env.episodes[:] = 0
-        scores = evaluate(self.agent, self.eval_env, run.eval_episodes, run.eval_epsilon, rng)
+        scores = evaluate_policy(
+            self.agent, self.eval_env, run.eval_episodes, run.eval_epsilon, rng
+        )
         self.eval_history.append({"step": self.step, "scores": scores.tolist()})
         for key, value in {
             "eval/score_mean": scores.mean(),

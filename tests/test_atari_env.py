@@ -11,7 +11,7 @@ from sparse_ticket.config import EnvConfig
 from sparse_ticket.envs import available_games, episode_seed, make_env
 from sparse_ticket.envs.atari import normalise_game
 from sparse_ticket.replay import FrameReplay
-from sparse_ticket.runner import evaluate
+from sparse_ticket.runner import evaluate_policy
 
 
 @pytest.mark.parametrize(
@@ -147,5 +147,7 @@ class _ConstantAgent:
 
 def test_evaluation_counts_complete_episodes_per_env_quota():
     env = make_env("breakout", EnvConfig(), seed=9, num_envs=2, max_episode_frames=400)
-    scores = evaluate(_ConstantAgent(), env, episodes=3, epsilon=0.0, rng=np.random.default_rng(0))
+    scores = evaluate_policy(
+        _ConstantAgent(), env, episodes=3, epsilon=0.0, rng=np.random.default_rng(0)
+    )
     assert scores.shape == (3,)

@@ -30,8 +30,8 @@ from typing import Any, Protocol
 
 import torch
 
+from sparse_ticket.clock import crossed
 from sparse_ticket.config import SparsityConfig
-from sparse_ticket.schedules import crossed
 from sparse_ticket.sparsity.allocation import layer_densities, magnitude_prune, random_mask
 from sparse_ticket.sparsity.dynamic import rigl_update, set_update
 from sparse_ticket.sparsity.masks import (

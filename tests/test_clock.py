@@ -2,7 +2,7 @@
 
 import pytest
 
-from sparse_ticket.schedules import crossed, linear_schedule
+from sparse_ticket.clock import crossed, linear_schedule
 
 
 @pytest.mark.parametrize(

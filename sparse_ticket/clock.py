@@ -1,4 +1,6 @@
-"""Schedules as small pure functions of the agent step (tested against hand-computed values)."""
+"""The run's clock: pure functions of the agent step (the exploration schedule, and when periodic
+work is due), tested against hand-computed values. Sparsity schedules: ``sparsity/schedules.py``.
+"""
 
 from __future__ import annotations
 
