@@ -395,7 +395,7 @@ def warm_up(iterate: Callable[[], None], runners: list[Runner], budget: Budget) 
     while any(runner.updates < target for runner, target in zip(runners, targets, strict=True)):
         iterate()
     for runner in runners:
-        runner._flush()
+        runner.flush_metrics()
 
 
 def start_training(runner: Runner, budget: Budget) -> None:
@@ -403,7 +403,7 @@ def start_training(runner: Runner, budget: Budget) -> None:
     runner.obs = runner.env.reset()
     every_env = np.ones(runner.env.num_envs, dtype=bool)
     runner.replay.add_reset(every_env, runner.env.latest_frame(runner.obs))
-    runner._interval_start = (runner.step, time.perf_counter())
+    runner.start_interval()
     warm_up(runner.iterate, [runner], budget)
 
 
@@ -431,7 +431,7 @@ def time_loop(trainer: Runner | PopulationRunner, steps: int, sync: Callable[[],
     elapsed = time.perf_counter() - start
     # Outside the timer: hand the buffered update stats to the (null) sink so they stay bounded.
     for runner in runners:
-        runner._flush()
+        runner.flush_metrics()
     return (trainer.step - start_step) / elapsed
 
 
@@ -526,7 +526,7 @@ def profile_loop(runner: Runner, steps: int, top: int = 25) -> str:
     for _ in range(iterations):
         runner.iterate()
     profiler.disable()
-    runner._flush()
+    runner.flush_metrics()
     text = io.StringIO()
     stats = pstats.Stats(profiler, stream=text)
     stats.sort_stats("tottime").print_stats(top)
@@ -649,7 +649,7 @@ def run_benchmark(args: argparse.Namespace) -> dict[str, Any]:
                 figures["act_ms"].values.append(
                     time_acting(runner.agent, runner.obs, epsilon, budget.acts, act_rng, sync)
                 )
-            epsilon_end = runner._epsilon
+            epsilon_end = runner.last_epsilon
             profile = profile_loop(runner, steps) if args.profile else None
             bytes_per_transition, bytes_source = full_replay_bytes(runner)
             replay_fill = len(runner.replay)

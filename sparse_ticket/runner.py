@@ -239,7 +239,8 @@ class Runner:
         self._update_stats: list[dict[str, torch.Tensor]] = []
         self._interval_start = (0, time.perf_counter())
         self._stop: dict[str, Any] = {"stop": False}  # set by a signal (see stop_on_signals)
-        self._epsilon: float | None = None
+        self.last_epsilon: float | None = None
+        """The epsilon of the last collected step (logged as ``train/epsilon``)."""
         self.stopped_early = False
 
     # ----------------------------------------------------------------------------- lifecycle
@@ -346,6 +347,10 @@ class Runner:
             self._pending.extend(self.sparsity.metrics(0))
             if self.config.run.eval_every:
                 self._evaluate()
+        self.start_interval()
+
+    def start_interval(self) -> None:
+        """Start a metric interval now (its steps/s is measured from here to the next flush)."""
         self._interval_start = (self.step, time.perf_counter())
 
     def share_stop_flag(self, flag: dict[str, Any]) -> None:
@@ -360,12 +365,12 @@ class Runner:
     def end(self) -> str:
         """After the last iteration: the final evaluation and checkpoint; the outcome."""
         if self._stop["stop"]:
-            self._flush()
+            self.flush_metrics()
             self.save_checkpoint()
             return "preempted"
         if not self.eval_history or self.eval_history[-1]["step"] != self.step:
             self._evaluate()
-        self._flush()
+        self.flush_metrics()
         self.save_checkpoint(include_replay=False)
         return "finished"
 
@@ -396,7 +401,7 @@ class Runner:
         if result.reset_mask.any():
             self.replay.add_reset(result.reset_mask, self.env.latest_frame(result.obs))
         self.obs = result.obs
-        self._epsilon = self.epsilon()
+        self.last_epsilon = self.epsilon()
         self.step += self.env.num_envs
         for episode in result.finished:
             self.episode_scores.append(episode.score)
@@ -439,9 +444,9 @@ class Runner:
         if crossed(previous, self.step, run.plasticity_every) and len(self.replay) > 0:
             self._measure_plasticity()
         if crossed(previous, self.step, run.log_every):
-            self._flush()
+            self.flush_metrics()
         if crossed(previous, self.step, run.checkpoint_every) and self.step < run.total_steps:
-            self._flush()
+            self.flush_metrics()
             self.save_checkpoint()
 
     def _measure_plasticity(self) -> None:
@@ -479,7 +484,7 @@ class Runner:
             self._pending.append((key, float(value), self.step))
         self.sink.on_evaluation(self.eval_history)
 
-    def _flush(self) -> None:
+    def flush_metrics(self) -> None:
         """Reduce the interval's update stats (one host sync) and hand all metrics to the sink.
 
         The per-interval figures are written once per step: a second flush at the same step
@@ -502,8 +507,8 @@ class Runner:
                     if math.isfinite(mean):
                         self._pending.append((f"train/{key}", mean, self.step))
                 self._update_stats = []
-            if self._epsilon is not None:
-                self._pending.append(("train/epsilon", self._epsilon, self.step))
+            if self.last_epsilon is not None:
+                self._pending.append(("train/epsilon", self.last_epsilon, self.step))
             self._pending.append(("train/updates", float(self.updates), self.step))
             self._pending.append(("progress/step", float(self.step), self.step))
             self._interval_start = (self.step, now)

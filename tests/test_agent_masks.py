@@ -248,7 +248,7 @@ def test_grad_norm_is_the_norm_of_the_masked_gradient(
     batch = make_batch(reward_scale=100.0)
     # Manual computation on a copy: backward, mask the gradient, take the global norm.
     reference = copy.deepcopy(agent)
-    losses, _ = reference._losses(batch)
+    losses, _ = reference.losses(batch)
     expected: dict[str, torch.Tensor] = {}
     dense: dict[str, torch.Tensor] = {}
     for role, loss in losses.items():

@@ -1,7 +1,7 @@
 """What every value-based agent shares: acting, optimiser steps, masks, target copies, checkpoints.
 
 Subclasses (:class:`~sparse_ticket.agents.dqn.DDQN`, :class:`~sparse_ticket.agents.dqv.DQV`,
-:class:`~sparse_ticket.agents.dqv.DQVMax`) only build their networks and define ``_losses`` (the
+:class:`~sparse_ticket.agents.dqv.DQVMax`) only build their networks and define ``losses`` (the
 loss of each online network on a batch) and ``update`` (one step per network on those losses).
 Every network has a role name (``"q"``, ``"v"``): :meth:`Agent.networks`,
 :meth:`Agent.target_networks` and :meth:`Agent.optimizers` are keyed by it, and so are the
@@ -286,9 +286,7 @@ class Agent(ABC):
         """One optimiser per online network, keyed like :meth:`networks`."""
 
     @abstractmethod
-    def _losses(
-        self, batch: ReplayBatch
-    ) -> tuple[dict[str, torch.Tensor], dict[str, torch.Tensor]]:
+    def losses(self, batch: ReplayBatch) -> tuple[dict[str, torch.Tensor], dict[str, torch.Tensor]]:
         """The loss of each online network on ``batch``, and the metrics that need no step.
 
         The one place an algorithm's mathematics lives: :meth:`update` steps on these losses and
@@ -334,6 +332,12 @@ class Agent(ABC):
     def _optimizer(self, network: ValueNetwork) -> torch.optim.Adam:
         """Adam with the configured learning rate and epsilon."""
         return make_optimizer(network, self.config.lr, self.config.adam_eps)
+
+    @property
+    def masked_groups(self) -> dict[str, MaskedParameters]:
+        """The online networks' masked parameters by role (empty when the agent is dense):
+        what a population batches its gradient masking over."""
+        return self._masked
 
     def _step(self, role: str, loss: torch.Tensor) -> torch.Tensor:
         """:func:`optimizer_step` of ``role``'s network with the configured clipping and masks.
@@ -407,7 +411,7 @@ class Agent(ABC):
             ``{"{role}.{param}": gradient}`` for every entry of :meth:`named_parameters`; a
             parameter that takes no part in its network's loss gets zeros.
         """
-        losses, _ = self._losses(batch)
+        losses, _ = self.losses(batch)
         grads: dict[str, torch.Tensor] = {}
         for role, network in self.networks().items():
             named = list(network.named_parameters())

@@ -53,9 +53,7 @@ class DDQN(Agent):
         """``{"q": Adam of the online Q network}``."""
         return {"q": self.q_optimizer}
 
-    def _losses(
-        self, batch: ReplayBatch
-    ) -> tuple[dict[str, torch.Tensor], dict[str, torch.Tensor]]:
+    def losses(self, batch: ReplayBatch) -> tuple[dict[str, torch.Tensor], dict[str, torch.Tensor]]:
         """``{"q": Double DQN TD loss}`` of ``batch`` (``B`` transitions).
 
         Metrics: ``td_loss`` (that loss) and ``q_mean`` (mean ``Q(s, a)`` over the batch).
@@ -72,5 +70,5 @@ class DDQN(Agent):
 
     def update(self, batch: ReplayBatch) -> dict[str, torch.Tensor]:
         """One Adam step on the Double DQN TD loss of ``batch`` (``B`` transitions)."""
-        losses, metrics = self._losses(batch)
+        losses, metrics = self.losses(batch)
         return {**metrics, **self.grad_norm_metrics({"q": self._step("q", losses["q"])})}

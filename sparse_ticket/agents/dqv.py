@@ -71,9 +71,7 @@ class _QualityValueAgent(Agent):
     ) -> tuple[torch.Tensor, torch.Tensor]:
         """The regression targets ``(v_target, q_target)``, each ``(B,)`` and without graph."""
 
-    def _losses(
-        self, batch: ReplayBatch
-    ) -> tuple[dict[str, torch.Tensor], dict[str, torch.Tensor]]:
+    def losses(self, batch: ReplayBatch) -> tuple[dict[str, torch.Tensor], dict[str, torch.Tensor]]:
         """``{"v": V loss, "q": Q loss}`` of ``batch`` (``B`` transitions), V first as it steps.
 
         Both targets come from the parameters before either network steps. Metrics:
@@ -98,7 +96,7 @@ class _QualityValueAgent(Agent):
 
     def update(self, batch: ReplayBatch) -> dict[str, torch.Tensor]:
         """One Adam step for V and one for Q on ``batch`` (``B`` transitions)."""
-        losses, metrics = self._losses(batch)
+        losses, metrics = self.losses(batch)
         norms = {role: self._step(role, losses[role]) for role in ("v", "q")}
         return {**metrics, **self.grad_norm_metrics(norms)}
 

@@ -15,7 +15,7 @@ masks and initial weights), so :class:`Population` steps K of them together:
   taken within one member and never across members.
 * **Two ways to batch the arithmetic** (``batching``):
 
-  - ``"loop"``: each member's loss is its own ``_losses`` call, and one backward pass runs over
+  - ``"loop"``: each member's loss is its own ``losses`` call, and one backward pass runs over
     the sum. Every kernel sees exactly the tensors it would see alone, so a member's update is
     **bit-identical** to the same agent stepping alone (tested). The choice on a CPU, where the
     cores are busy with one member anyway.
@@ -63,7 +63,7 @@ def resolve_batching(batching: str, device: torch.device | str) -> str:
 
 
 class _LossModule(torch.nn.Module):
-    """One member's networks as one module, whose forward is the member's ``_losses``.
+    """One member's networks as one module, whose forward is the member's ``losses``.
 
     ``functional_call`` swaps the parameters of these submodules (the member's own networks)
     for stacked ones inside ``vmap``, so the algorithm's mathematics is written once, in the
@@ -81,7 +81,7 @@ class _LossModule(torch.nn.Module):
     def forward(
         self, batch: tuple[torch.Tensor, ...]
     ) -> tuple[dict[str, torch.Tensor], dict[str, torch.Tensor]]:
-        return self.agent[0]._losses(ReplayBatch(*batch))
+        return self.agent[0].losses(ReplayBatch(*batch))
 
 
 class Population:
@@ -208,13 +208,13 @@ class Population:
         """
         if len(batches) != self.size:
             raise ValueError(f"{len(batches)} batches for a population of {self.size}")
-        losses, metrics = self._losses(batches)
+        losses, metrics = self.losses(batches)
         self.optimizer.zero_grad(set_to_none=True)
         for stacked in self._stacked.values():
             stacked.grad = None
         torch.stack([loss for member in losses for loss in member.values()]).sum().backward()
         self._share_stacked_grads()
-        groups = [group for agent in self.members for group in agent._masked.values()]
+        groups = [group for agent in self.members for group in agent.masked_groups.values()]
         _mask_gradients(groups)
         norms = self._clip()
         self.optimizer.step()
@@ -230,13 +230,13 @@ class Population:
             )
         ]
 
-    def _losses(
+    def losses(
         self, batches: Sequence[ReplayBatch]
     ) -> tuple[list[dict[str, torch.Tensor]], list[dict[str, torch.Tensor]]]:
         """Per member, its losses by role (with graph) and its no-step metrics."""
         if self.batching == "loop":
             pairs = [
-                agent._losses(batch) for agent, batch in zip(self.members, batches, strict=True)
+                agent.losses(batch) for agent, batch in zip(self.members, batches, strict=True)
             ]
             return [p[0] for p in pairs], [p[1] for p in pairs]
         stacked_batch = tuple(
