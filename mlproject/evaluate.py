@@ -64,6 +64,7 @@ from sparse_ticket.metrics.aggregate import (
     iqm_with_ci,
     probability_of_improvement,
 )
+from sparse_ticket.types import Interval
 
 ENTRY_POINT = "evaluate"
 TAG = "sparse_ticket."
@@ -87,7 +88,6 @@ FIELDS = (
     "mask_sparsity",
 )
 
-Interval = tuple[float, float, float]
 AreaRatio = tuple[float, float, float, bool]
 CurveCI = tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]
 

@@ -33,8 +33,7 @@ from sparse_ticket.runner import MetricSink, Runner, interquartile_mean
 from sparse_ticket.sparsity.allocation import magnitude_prune, random_like
 from sparse_ticket.sparsity.masks import Mask, prunable_names
 from sparse_ticket.sparsity.schedules import imp_levels
-
-Weights = dict[str, dict[str, torch.Tensor]]  # {role: state_dict}
+from sparse_ticket.types import Weights
 
 
 @dataclass

@@ -38,8 +38,7 @@ from sparse_ticket.replay import DeviceFrameReplay, FrameReplay
 from sparse_ticket.seeding import derive_seed
 from sparse_ticket.sparsity.controller import SparsityController
 from sparse_ticket.sparsity.masks import Mask
-
-Metric = tuple[str, float, int]  # (key, value, step)
+from sparse_ticket.types import Metric
 
 
 class MetricSink(Protocol):

@@ -31,6 +31,7 @@ import torch
 from sparse_ticket.agents.targets import LOSSES, clip_rewards_to_sign
 from sparse_ticket.nets import ValueNetwork, build_network
 from sparse_ticket.seeding import derive_seed
+from sparse_ticket.types import DeviceBatch
 
 if TYPE_CHECKING:
     from sparse_ticket.config import AgentConfig
@@ -46,9 +47,6 @@ __all__ = [
     "make_target",
     "optimizer_step",
 ]
-
-DeviceBatch = tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]
-"""``(obs, actions, rewards, next_obs, terminals)`` on the agent's device, rewards as used."""
 
 ADAM_MOMENTS = ("exp_avg", "exp_avg_sq", "max_exp_avg_sq")
 """Per-element Adam state (``max_exp_avg_sq`` only with ``amsgrad``); ``step`` is per tensor."""

@@ -59,6 +59,8 @@ import scipy.stats
 from rliable import library as rly
 from rliable import metrics as rly_metrics
 
+from sparse_ticket.types import CurveInterval, Interval
+
 __all__ = [
     "GAME_MIN_SCORE",
     "align_curves",
@@ -73,8 +75,6 @@ __all__ = [
 ]
 
 Aggregate = Literal["mean", "iqm"]
-Interval = tuple[float, float, float]
-CurveInterval = tuple[np.ndarray, np.ndarray, np.ndarray]
 
 # IQM = 25% trimmed mean (Agarwal et al. 2021, section 4.2; rliable ``aggregate_iqm``).
 _IQM_CUT = 0.25

@@ -32,30 +32,12 @@ from typing import Any, NamedTuple
 import numpy as np
 import torch
 
+from sparse_ticket.types import ReplayBatch
+
 __all__ = ["FrameReplay", "ReplayBatch"]
 
 _ACTION_DTYPE = np.int16
 """Largest action id is 32767: ALE has 18 actions, and two bytes keep metadata far below a frame."""
-
-
-class ReplayBatch(NamedTuple):
-    """A batch of ``B`` transitions; ``F = stack * C`` stacked channels (``C = 1`` for 2-d frames).
-
-    ``obs`` and ``next_obs`` are views of a scratch buffer owned by the replay: they stay valid
-    only until the next :meth:`FrameReplay.sample` call with the same batch size (copy them to
-    keep them).
-    """
-
-    obs: torch.Tensor
-    """``(B, F, H, W)`` uint8 (Atari: ``(B, 4, 84, 84)``; MinAtar: ``(B, 10, 10, 10)``)."""
-    actions: torch.Tensor
-    """``(B,)`` int64, the action taken from ``obs``."""
-    rewards: torch.Tensor
-    """``(B,)`` float32, the raw (unclipped) reward."""
-    next_obs: torch.Tensor
-    """``(B, F, H, W)`` uint8, the observation after the action."""
-    terminals: torch.Tensor
-    """``(B,)`` float32, 1.0 where ``next_obs`` is terminal (a truncation is *not* terminal)."""
 
 
 class _Scratch(NamedTuple):

@@ -43,8 +43,7 @@ from sparse_ticket.sparsity.masks import (
     sparsity_report,
 )
 from sparse_ticket.sparsity.schedules import cosine_decay, gmp_sparsity, resolve_step
-
-Metric = tuple[str, float, int]
+from sparse_ticket.types import Metric
 
 
 class MaskedAgent(Protocol):

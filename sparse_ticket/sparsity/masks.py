@@ -17,10 +17,11 @@ import hashlib
 import json
 import os
 from collections.abc import Iterable, Mapping
-from typing import TypeAlias
 
 import numpy as np
 import torch
+
+from sparse_ticket.types import Mask
 
 __all__ = [
     "PRUNE_SCOPES",
@@ -41,9 +42,6 @@ __all__ = [
     "save_mask",
     "sparsity_report",
 ]
-
-Mask: TypeAlias = dict[str, torch.Tensor]
-"""Parameter name -> bool tensor of the parameter's shape (``True`` = weight kept)."""
 
 PRUNE_SCOPES: tuple[str, ...] = ("encoder", "all")
 """Which weights may be pruned: the encoder only (the prior study) or every weight layer."""
