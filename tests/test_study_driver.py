@@ -61,6 +61,7 @@ EXPECTED_FILES = [
 ]
 
 
+@pytest.mark.timeout(1200)  # three tiny studies: ~540 s on a quiet 2-core machine
 def test_main_runs_a_whole_study_then_reuses_every_run(tracking, tmp_path, monkeypatch):
     out = tmp_path / "studies"
     first = mlflow_run_main("preset=tiny", "workers=2", f"output_dir={out}")
