@@ -62,7 +62,8 @@ from sparse_ticket.lottery import (
     random_chain,
     run_chain,
 )
-from sparse_ticket.runner import interquartile_mean, probe_parameters
+from sparse_ticket.metrics.bootstrap import interquartile_mean
+from sparse_ticket.runner import probe_parameters
 from sparse_ticket.sparsity.masks import (
     MaskError,
     architecture_fingerprint,

@@ -33,6 +33,7 @@ from sparse_ticket.clock import crossed, linear_schedule
 from sparse_ticket.config import RunConfig, TrainConfig, flatten
 from sparse_ticket.envs import EpisodicVecEnv, make_env
 from sparse_ticket.envs.base import StepResult
+from sparse_ticket.metrics.bootstrap import interquartile_mean
 from sparse_ticket.metrics.plasticity import PlasticityProbe
 from sparse_ticket.replay import DeviceFrameReplay, FrameReplay
 from sparse_ticket.seeding import derive_seed
@@ -65,13 +66,6 @@ class NullSink:
 
     def on_evaluation(self, history: list[dict[str, Any]]) -> None:
         pass
-
-
-def interquartile_mean(values: np.ndarray) -> float:
-    """Mean of the middle 50% (Agarwal et al. 2021), as scipy's trim_mean(values, 0.25)."""
-    from scipy.stats import trim_mean
-
-    return float(trim_mean(np.asarray(values, dtype=np.float64), 0.25))
 
 
 def evaluate_policy(

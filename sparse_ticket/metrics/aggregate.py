@@ -11,8 +11,9 @@ A tiny functional API on plain numpy arrays, in the style of ``rliable`` (Agarwa
 What is here:
 
 - :func:`iqm`, :func:`iqm_with_ci`, :func:`iqm_curve_with_ci`: the interquartile mean (IQM, the
-  25% trimmed mean over all runs and tasks) with stratified-bootstrap percentile CIs, through
-  ``rliable.library.get_interval_estimates`` (the proposal reports IQM with 95% CIs over 10 seeds).
+  25% trimmed mean over all runs and tasks) with stratified-bootstrap percentile CIs, as
+  ``rliable.library.get_interval_estimates`` computes them (the proposal reports IQM with 95%
+  CIs over 10 seeds).
 - :func:`probability_of_improvement`: ``P(X > Y)`` (Agarwal et al. 2021, section 4.3) with CIs.
 - :func:`align_curves`: curves logged at different steps put on one grid, truncation reported.
 - :func:`area_under_curve`, :func:`area_ratio`, :func:`area_ratio_ci`: the transfer *area ratio*
@@ -23,15 +24,16 @@ What is here:
   :func:`game_offset` (minus the game's minimum possible score, :data:`GAME_MIN_SCORE`) to every
   return, with a percentile bootstrap CI over seeds.
 
-rliable 1.2.0 behaviours this module relies on or works around (checked with arch 7.2.0):
+The bootstrap follows rliable 1.2.0 exactly (``get_interval_estimates`` with arch 7.2.0's
+percentile method): :mod:`sparse_ticket.metrics.bootstrap` draws the same resamples and returns
+the same numbers, vectorised (tests compare with ``==``). Behaviours worth knowing:
 
-- **Seeding.** ``StratifiedBootstrap.update_indices`` draws run indices with the *global*
-  ``np.random.choice``; the ``random_state`` argument only seeds arch's own generator, which the
-  stratified resampling never uses (and arch 7 emits a ``FutureWarning`` for it). A seeded
-  ``RandomState`` alone therefore does **not** make rliable's CIs reproducible. The functions here
-  seed the global numpy RNG for the duration of each bootstrap and restore its previous state
-  afterwards (:func:`_seeded_numpy`); they also pass the seeded ``RandomState`` so a fixed rliable
-  keeps working. Not thread-safe (global state), like rliable itself.
+- **Seeding.** rliable's ``StratifiedBootstrap.update_indices`` draws run indices with the
+  *global* ``np.random.choice``; its ``random_state`` argument only seeds arch's own generator,
+  which the stratified resampling never uses, so a seeded ``RandomState`` alone does not make
+  rliable's CIs reproducible. ``seed`` here gives the draws rliable makes after
+  ``np.random.seed(seed)``, from a private ``RandomState``: numpy's global RNG is not touched,
+  and an entry's CI does not depend on the other entries of the dict.
 - **Trimming.** ``aggregate_iqm`` is ``scipy.stats.trim_mean(scores, 0.25, axis=None)``, which cuts
   ``int(0.25 * n)`` values from *each* end of the ``n`` pooled scores: for ``n = 8`` the middle 4,
   for ``n = 10`` (10 seeds, 1 game) the middle **6** (2 cut per side, not 2.5), for ``n = 30`` the
@@ -49,16 +51,18 @@ rliable 1.2.0 behaviours this module relies on or works around (checked with arc
 
 from __future__ import annotations
 
-import contextlib
 import warnings
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any, Literal
 
 import numpy as np
-import scipy.stats
-from rliable import library as rly
-from rliable import metrics as rly_metrics
 
+from sparse_ticket.metrics.bootstrap import (
+    improvement_interval,
+    interquartile_mean,
+    iqm_curve_interval,
+    iqm_interval,
+)
 from sparse_ticket.types import CurveInterval, Interval
 
 __all__ = [
@@ -76,8 +80,6 @@ __all__ = [
 
 Aggregate = Literal["mean", "iqm"]
 
-# IQM = 25% trimmed mean (Agarwal et al. 2021, section 4.2; rliable ``aggregate_iqm``).
-_IQM_CUT = 0.25
 # Bootstrap chunks for the IQM area ratio: at most this many floats of resampled curves at once.
 _CHUNK_ELEMENTS = 4_000_000
 
@@ -113,50 +115,6 @@ def _warn_single_run(name: str, num_runs: int) -> None:
         )
 
 
-@contextlib.contextmanager
-def _seeded_numpy(seed: int) -> Iterator[np.random.RandomState]:
-    """Seed numpy's *global* RNG (which rliable 1.2.0 resamples with) and restore it afterwards.
-
-    Yields a ``RandomState(seed)`` to pass as rliable's ``random_state``; arch 7 warns that this
-    argument is deprecated, and the warning is silenced here because it is the documented rliable
-    API.
-    """
-    state = np.random.get_state()
-    np.random.seed(seed)
-    try:
-        with warnings.catch_warnings():
-            warnings.filterwarnings(
-                "ignore", message="random_state is deprecated", category=FutureWarning
-            )
-            yield np.random.RandomState(seed)
-    finally:
-        np.random.set_state(state)
-
-
-def _interval_estimate(
-    scores: np.ndarray | list[np.ndarray],
-    func: Callable[..., Any],
-    reps: int,
-    confidence: float,
-    seed: int,
-) -> tuple[np.ndarray, np.ndarray]:
-    """rliable's ``get_interval_estimates`` for one entry: (point (P,), interval (2, P)).
-
-    One call per entry, each seeded with ``seed``, so an entry's CI does not depend on which other
-    entries (and in which order) the caller's dict holds.
-    """
-    with _seeded_numpy(seed) as random_state:
-        points, intervals = rly.get_interval_estimates(
-            {"x": scores},
-            func,
-            reps=int(reps),
-            confidence_interval_size=confidence,
-            random_state=random_state,
-        )
-    point = np.atleast_1d(np.asarray(points["x"], dtype=np.float64))
-    return point, np.asarray(intervals["x"], dtype=np.float64).reshape(2, -1)
-
-
 # ------------------------------------------------------------------------------ IQM
 def iqm(scores: np.ndarray) -> float:
     """Interquartile mean over all runs and tasks (rliable ``metrics.aggregate_iqm``).
@@ -168,11 +126,7 @@ def iqm(scores: np.ndarray) -> float:
         The 25% trimmed mean of the ``num_runs * num_tasks`` pooled scores: ``int(n / 4)`` values
         are cut from each end (Agarwal et al. 2021).
     """
-    return float(rly_metrics.aggregate_iqm(_as_matrix(scores, "scores")))
-
-
-def _iqm_vector(scores: np.ndarray) -> np.ndarray:
-    return np.array([rly_metrics.aggregate_iqm(scores)])
+    return float(interquartile_mean(_as_matrix(scores, "scores")))
 
 
 def iqm_with_ci(
@@ -201,17 +155,8 @@ def iqm_with_ci(
     for key, raw in score_dict.items():
         scores = _as_matrix(raw, f"score_dict[{key!r}]")
         _warn_single_run(f"score_dict[{key!r}]", scores.shape[0])
-        point, interval = _interval_estimate(scores, _iqm_vector, reps, confidence, seed)
-        out[key] = (float(point[0]), float(interval[0, 0]), float(interval[1, 0]))
+        out[key] = iqm_interval(scores, int(reps), confidence, seed)
     return out
-
-
-def _iqm_per_step(curves: np.ndarray) -> np.ndarray:
-    """IQM over runs (and tasks) at every step: ``(runs, [tasks,] steps) -> (steps,)``.
-
-    Same trimming as ``aggregate_iqm`` applied to each step's column, vectorised.
-    """
-    return scipy.stats.trim_mean(curves.reshape(-1, curves.shape[-1]), _IQM_CUT, axis=0)
 
 
 def iqm_curve_with_ci(
@@ -242,10 +187,7 @@ def iqm_curve_with_ci(
     for key, raw in curves.items():
         matrix = _as_matrix(raw, f"curves[{key!r}]", "(num_runs, num_steps)")
         _warn_single_run(f"curves[{key!r}]", matrix.shape[0])
-        points, interval = _interval_estimate(
-            matrix[:, None, :], _iqm_per_step, reps, confidence, seed
-        )
-        out[key] = (points, interval[0].copy(), interval[1].copy())
+        out[key] = iqm_curve_interval(matrix, int(reps), confidence, seed)
     return out
 
 
@@ -283,10 +225,7 @@ def probability_of_improvement(
         )
     _warn_single_run("x", xm.shape[0])
     _warn_single_run("y", ym.shape[0])
-    point, interval = _interval_estimate(
-        [xm, ym], rly_metrics.probability_of_improvement, reps, confidence, seed
-    )
-    return float(point[0]), float(interval[0, 0]), float(interval[1, 0])
+    return improvement_interval(xm, ym, int(reps), confidence, seed)
 
 
 # ------------------------------------------------------------------------------ curves
@@ -479,7 +418,7 @@ def _aggregate_curve(curves: np.ndarray, aggregate: Aggregate) -> np.ndarray:
     """``(..., runs, S) -> (..., S)``: mean or IQM over runs at each step."""
     if aggregate == "mean":
         return curves.mean(axis=-2)
-    return scipy.stats.trim_mean(curves, _IQM_CUT, axis=-2)
+    return interquartile_mean(curves, axis=-2)
 
 
 def _ratio(a_transfer: float, a_scratch: float) -> float:
