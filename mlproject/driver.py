@@ -37,9 +37,20 @@ from typing import Any
 import mlflow
 from mlflow.entities import RunStatus
 
+from mlproject.contracts import (
+    DAG,
+    EVALUATION,
+    LATEST_CHECKPOINT,
+    MAIN,
+    PLAN,
+    RESUMABLE,
+    STUDY,
+    TRAIN_MEMBERS,
+    Tag,
+)
 from mlproject.errors import EXIT_PREEMPTED, InputError, parse_int
 from mlproject.members import PACKABLE, describe_run
-from mlproject.runs import CHECKPOINT_TAG, RESUMABLE, TrainRequest, build_config
+from mlproject.runs import TrainRequest, build_config
 from mlproject.study import (
     Node,
     StudySpec,
@@ -53,8 +64,7 @@ from sparse_ticket.checkpoint import CheckpointManager
 from sparse_ticket.config import ConfigError
 from sparse_ticket.sparsity.schedules import imp_levels
 
-ENTRY_POINT = "main"
-TAG = "sparse_ticket."
+ENTRY_POINT = MAIN
 NODE_TAGS = ("node", "node_key", "code_version", "studies")
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
 POLL_SECONDS = 0.5
@@ -128,7 +138,7 @@ class Tracker:
     def runs_with_key(self, key: str) -> list[Any]:
         return self.client.search_runs(
             [self.experiment_id],
-            filter_string=f"tags.`{TAG}node_key` = '{key}'",
+            filter_string=f"tags.`{Tag.NODE_KEY}` = '{key}'",
             order_by=["attributes.start_time DESC"],
         )
 
@@ -150,9 +160,9 @@ class Tracker:
 
     def join(self, run: Any) -> None:
         """Tag a run as part of this study too (a run may serve several studies)."""
-        studies = [s for s in run.data.tags.get(f"{TAG}studies", "").split(",") if s]
+        studies = [s for s in run.data.tags.get(Tag.STUDIES, "").split(",") if s]
         if self.key not in studies:
-            self.client.set_tag(run.info.run_id, f"{TAG}studies", ",".join([*studies, self.key]))
+            self.client.set_tag(run.info.run_id, Tag.STUDIES, ",".join([*studies, self.key]))
 
     def create(self, node: Node, key: str) -> str:
         run = self.client.create_run(
@@ -160,10 +170,10 @@ class Tracker:
             run_name=node.id,
             tags={
                 "mlflow.parentRunId": self.parent_id,
-                f"{TAG}node": node.id,
-                f"{TAG}node_key": key,
-                f"{TAG}code_version": self.code,
-                f"{TAG}studies": self.key,
+                Tag.NODE: node.id,
+                Tag.NODE_KEY: key,
+                Tag.CODE_VERSION: self.code,
+                Tag.STUDIES: self.key,
             },
         )
         return run.info.run_id
@@ -174,12 +184,12 @@ class Tracker:
 
 def has_checkpoint(run: Any) -> bool:
     """Whether an unfinished training run can be resumed (local or artifact checkpoint)."""
-    if run.data.tags.get(f"{TAG}entry_point") not in RESUMABLE:
+    if run.data.tags.get(Tag.ENTRY_POINT) not in RESUMABLE:
         return False
-    directory = run.data.tags.get(CHECKPOINT_TAG)
+    directory = run.data.tags.get(Tag.CHECKPOINT_DIR)
     if directory and CheckpointManager(Path(directory)).latest() is not None:
         return True
-    artifacts = mlflow.MlflowClient().list_artifacts(run.info.run_id, "checkpoints/latest")
+    artifacts = mlflow.MlflowClient().list_artifacts(run.info.run_id, LATEST_CHECKPOINT)
     return any(a.path.endswith("COMPLETE") for a in artifacts)
 
 
@@ -213,7 +223,7 @@ def reusable(nodes: list[Node], tracker: Tracker) -> dict[str, str]:
 
 def evaluation_filter(key: str) -> str:
     """The ``search_runs`` filter of every run of study ``key``."""
-    return f"tags.`{TAG}studies` LIKE '%{key}%'"
+    return f"tags.`{Tag.STUDIES}` LIKE '%{key}%'"
 
 
 # ----------------------------------------------------------------------------- launching
@@ -228,7 +238,7 @@ def node_command(node: Node, params: dict[str, str], run_id: str, experiment_id:
 
 def members_command(run_ids: list[str]) -> list[str]:
     """``train-members`` of a pack of pre-created runs (one population in one process)."""
-    return [sys.executable, "-m", "mlproject", "train-members", "--runs", ",".join(run_ids)]
+    return [sys.executable, "-m", "mlproject", TRAIN_MEMBERS, "--runs", ",".join(run_ids)]
 
 
 def pack_key(node: Node, params: dict[str, str]) -> str:
@@ -536,13 +546,13 @@ def log_study(spec: StudySpec, nodes: list[Node], key: str, code: str, workers: 
     log_provenance(
         {"preset": spec.name, "workers": workers, "nodes": len(nodes)},
         {
-            f"{TAG}entry_point": ENTRY_POINT,
-            f"{TAG}study_key": key,
-            f"{TAG}code_version": code,
-            f"{TAG}study_filter": evaluation_filter(key),
+            Tag.ENTRY_POINT: ENTRY_POINT,
+            Tag.STUDY_KEY: key,
+            Tag.CODE_VERSION: code,
+            Tag.STUDY_FILTER: evaluation_filter(key),
         },
     )
-    mlflow.log_text(spec.file.read_text(), f"study/{spec.name}.toml")
+    mlflow.log_text(spec.file.read_text(), f"{STUDY}/{spec.name}.toml")
     mlflow.log_metrics(
         {
             "study/runs": sizes["total"].runs,
@@ -565,7 +575,7 @@ def finish(spec: StudySpec, nodes: list[Node], outcome: Outcome, output_root: Pa
         }
         for node in nodes
     ]
-    mlflow.log_dict(record, "study/dag.json")
+    mlflow.log_dict(record, DAG)
     mlflow.log_metrics(
         {
             "study/reused": outcome.count("reuse"),
@@ -595,10 +605,10 @@ def finish(spec: StudySpec, nodes: list[Node], outcome: Outcome, output_root: Pa
 def fetch_evaluation(spec: StudySpec, run_id: str, folder: Path) -> None:
     """Copy the evaluate run's tables and figures into ``folder`` and say where they are."""
     if folder.exists():
-        shutil.rmtree(folder / "evaluation", ignore_errors=True)
+        shutil.rmtree(folder / EVALUATION, ignore_errors=True)
     folder.mkdir(parents=True, exist_ok=True)
     mlflow.artifacts.download_artifacts(
-        run_id=run_id, artifact_path="evaluation", dst_path=str(folder)
+        run_id=run_id, artifact_path=EVALUATION, dst_path=str(folder)
     )
     say(f"tables and figures: {folder / 'evaluation'} (artifacts of evaluate run {run_id})")
     say(f"browse the study: mlflow ui --backend-store-uri {absolute_tracking_uri()}")
@@ -636,6 +646,6 @@ def dry_run(spec: StudySpec, nodes: list[Node], rate: float, key: str, code: str
     print(text)
     if os.environ.get("MLFLOW_RUN_ID"):
         with mlflow.start_run():
-            mlflow.set_tags({f"{TAG}entry_point": ENTRY_POINT, f"{TAG}dry_run": "true"})
-            mlflow.log_text(text, "study/plan.txt")
+            mlflow.set_tags({Tag.ENTRY_POINT: ENTRY_POINT, Tag.DRY_RUN: "true"})
+            mlflow.log_text(text, PLAN)
     return 0

@@ -53,6 +53,7 @@ import mlflow
 import numpy as np
 
 from mlproject import figures
+from mlproject.contracts import EVALUATE, EVALUATION, FIND_MASK, TICKETS, TRAIN_DENSE, TRANSFER, Tag
 from mlproject.errors import InputError
 from sparse_ticket.config import TrainConfig
 from sparse_ticket.metrics.aggregate import (
@@ -66,9 +67,8 @@ from sparse_ticket.metrics.aggregate import (
 )
 from sparse_ticket.types import Interval
 
-ENTRY_POINT = "evaluate"
-TAG = "sparse_ticket."
-TRAINING_ENTRY_POINTS = ("train-dense", "transfer")
+ENTRY_POINT = EVALUATE
+TRAINING_ENTRY_POINTS = (TRAIN_DENSE, TRANSFER)
 EVAL_METRIC = "eval/score_mean"
 TRAIN_METRIC = "train/episode_score"
 BASELINES = ("dense", "gmp", "set", "rigl", "random")
@@ -165,23 +165,23 @@ def condition_of(run: Any) -> Condition:
     """The condition of a training run, from its tags and params."""
     tags, params = run.data.tags, run.data.params
     game = params.get("game", "")
-    if tags.get(f"{TAG}entry_point") == "train-dense":
+    if tags.get(Tag.ENTRY_POINT) == TRAIN_DENSE:
         algo = params.get("agent.algo", "")
         return Condition(algo, game, game, "", "0", "", "", "dense", mask_sparsity="0")
     # The final sparsity; the mask's (start) sparsity defaults to it on runs logged before the
     # mask_sparsity tag existed, and on baselines, which train at one sparsity throughout.
-    final = tags.get(f"{TAG}sparsity", "0")
+    final = tags.get(Tag.SPARSITY, "0")
     return Condition(
-        algo=tags.get(f"{TAG}algo", params.get("agent.algo", "")),
-        source=tags.get(f"{TAG}source_game", "") or "-",
-        target=tags.get(f"{TAG}target_game", game),
-        method=tags.get(f"{TAG}mask_method", "") or "-",
+        algo=tags.get(Tag.ALGO, params.get("agent.algo", "")),
+        source=tags.get(Tag.SOURCE_GAME, "") or "-",
+        target=tags.get(Tag.TARGET_GAME, game),
+        method=tags.get(Tag.MASK_METHOD, "") or "-",
         # Realised sparsities (%.6g) differ in the last digits between masks of one level.
         sparsity=_rounded(final),
-        weights=tags.get(f"{TAG}weights", ""),
-        adapt=tags.get(f"{TAG}adapt", ""),
-        condition=tags.get(f"{TAG}condition", "transfer"),
-        mask_sparsity=_rounded(tags.get(f"{TAG}mask_sparsity", final)),
+        weights=tags.get(Tag.WEIGHTS, ""),
+        adapt=tags.get(Tag.ADAPT, ""),
+        condition=tags.get(Tag.CONDITION, "transfer"),
+        mask_sparsity=_rounded(tags.get(Tag.MASK_SPARSITY, final)),
     )
 
 
@@ -215,7 +215,7 @@ def finished(runs: list[Any], *entry_points: str) -> list[Any]:
     return [
         r
         for r in runs
-        if r.data.tags.get(f"{TAG}entry_point") in entry_points and r.info.status == "FINISHED"
+        if r.data.tags.get(Tag.ENTRY_POINT) in entry_points and r.info.status == "FINISHED"
     ]
 
 
@@ -242,17 +242,17 @@ def ticket_levels(runs: list[Any]) -> dict[TicketKey, dict[float, list[float]]]:
     tagged ``sparse_ticket.method = random``.
     """
     out: dict[TicketKey, dict[float, list[float]]] = defaultdict(lambda: defaultdict(list))
-    for run in finished(runs, "find-mask"):
+    for run in finished(runs, FIND_MASK):
         try:
             path = mlflow.artifacts.download_artifacts(
-                run_id=run.info.run_id, artifact_path="tickets.json"
+                run_id=run.info.run_id, artifact_path=TICKETS
             )
         except mlflow.exceptions.MlflowException:
             continue
         key = (
             run.data.params.get("agent.algo", ""),
             run.data.params.get("game", ""),
-            run.data.tags.get(f"{TAG}method", ""),
+            run.data.tags.get(Tag.METHOD, ""),
         )
         for row in json.loads(Path(path).read_text()):
             if row.get("final_eval_mean") is not None:
@@ -849,9 +849,9 @@ def evaluate(
         folder = Path(output_dir or f"evaluation/{run.info.run_id}").resolve()
         params = {"study": study, "reps": repetitions, "baselines": ",".join(names)}
         params["aggregate"] = curve
-        log_provenance(params, {f"{TAG}entry_point": ENTRY_POINT})
+        log_provenance(params, {Tag.ENTRY_POINT: ENTRY_POINT})
         files = evaluate_study(study, folder, repetitions, rng_seed, names, curve)
         for path in files:
-            mlflow.log_artifact(str(path), "evaluation")
+            mlflow.log_artifact(str(path), EVALUATION)
         print(f"evaluate: {len(runs)} runs; tables and figures in {folder}")
     return 0

@@ -38,9 +38,23 @@ import torch
 from mlflow.entities import Metric, Param
 from mlflow.tracking.context.registry import resolve_tags
 
+from mlproject.contracts import (
+    FINAL_WEIGHTS,
+    FIND_MASK,
+    FIND_MASK_ROUND,
+    MASK,
+    REWIND,
+    TICKET,
+    TICKETS,
+    TRAINED,
+    Tag,
+    checkpoint_weights,
+    rewind_file,
+    run_uri,
+    sparsity_folder,
+)
 from mlproject.errors import EXIT_PREEMPTED, InputError
 from mlproject.runs import (
-    CHECKPOINT_TAG,
     TrainRequest,
     build_config,
     checkpoint_root,
@@ -75,9 +89,8 @@ from sparse_ticket.sparsity.masks import (
     sparsity_report,
 )
 
-ENTRY_POINT = "find-mask"
+ENTRY_POINT = FIND_MASK
 METHODS = ("imp", "gmp", "random")
-TAG = "sparse_ticket."
 
 
 @dataclass
@@ -134,11 +147,11 @@ def dense_start(uri: str, config: TrainConfig) -> DenseStart:
         mine, theirs = flatten(config)[key], flatten(dense_config)[key]
         if mine != theirs:
             raise InputError(f"dense_run {run_id} has {key}={theirs}, this run {key}={mine}")
-    k = config.sparsity.imp_rewind_step
-    rewind_name = "init.pt" if k == 0 else f"step_{k}.pt"
+    rewind_path = checkpoint_weights(rewind_file(config.sparsity.imp_rewind_step))
+    final_path = checkpoint_weights(FINAL_WEIGHTS)
     try:
-        rewind = load_weights(download(f"runs:/{run_id}/checkpoints/{rewind_name}", "dense_run"))
-        trained = load_weights(download(f"runs:/{run_id}/checkpoints/final.pt", "dense_run"))
+        rewind = load_weights(download(run_uri(run_id, rewind_path), "dense_run"))
+        trained = load_weights(download(run_uri(run_id, final_path), "dense_run"))
     except CheckpointError as error:
         raise InputError(str(error)) from None
     history = mlflow.MlflowClient().get_metric_history(run_id, "train/episode_score")
@@ -175,10 +188,10 @@ class MlflowRounds:
         parent = client.get_run(self.parent_id)
         tags = {
             "mlflow.parentRunId": self.parent_id,
-            f"{TAG}entry_point": f"{ENTRY_POINT}/round",
-            f"{TAG}round": str(index),
-            f"{TAG}sparsity": f"{sparsity:.6g}",
-            f"{TAG}method": self.method,
+            Tag.ENTRY_POINT: FIND_MASK_ROUND,
+            Tag.ROUND: str(index),
+            Tag.SPARSITY: f"{sparsity:.6g}",
+            Tag.METHOD: self.method,
         }
         child = client.create_run(
             parent.info.experiment_id, run_name=name, tags=resolve_tags(tags)
@@ -219,12 +232,12 @@ class MlflowRounds:
         }
 
     def on_ticket(self, ticket: Ticket) -> None:
-        folder = self.scratch / f"sparsity_{ticket.sparsity:.2f}"
+        folder = self.scratch / sparsity_folder(ticket.sparsity)
         folder.mkdir(parents=True, exist_ok=True)
-        save_mask(ticket.mask, folder / "mask.pt")
-        torch.save(ticket.ticket_weights, folder / "ticket.pt")
-        torch.save(ticket.trained_weights, folder / "trained.pt")
-        torch.save(ticket.rewind_weights, folder / "rewind.pt")
+        save_mask(ticket.mask, folder / MASK)
+        torch.save(ticket.ticket_weights, folder / TICKET)
+        torch.save(ticket.trained_weights, folder / TRAINED)
+        torch.save(ticket.rewind_weights, folder / REWIND)
         for kind in ("mask", "ticket", "trained", "rewind"):
             sidecar = self._sidecar(ticket, kind, folder / f"{kind}.pt")
             (folder / f"{kind}.json").write_text(json.dumps(sidecar, indent=2))
@@ -246,7 +259,7 @@ class MlflowRounds:
             row["overlap_previous_level"] = overlap(ticket.mask, self.previous_mask)["overall"]
         self.previous_mask = ticket.mask
         self.summary.append(row)
-        client.log_dict(self.parent_id, self.summary, "tickets.json")
+        client.log_dict(self.parent_id, self.summary, TICKETS)
         step = round(ticket.sparsity * 1000)
         values = {"ticket/sparsity": row["sparsity"]}
         if "overlap_previous_level" in row:
@@ -282,11 +295,11 @@ def plan_find(request: FindMaskRequest) -> FindPlan:
     if template is not None:
         levels = [round(sparsity_report(template)["overall"], 6)]
     tags = {
-        f"{TAG}entry_point": ENTRY_POINT,
-        f"{TAG}method": request.method,
-        f"{TAG}sparsities": ",".join(f"{level:g}" for level in levels),
-        f"{TAG}dense_run": request.dense_run,
-        f"{TAG}template": request.template,
+        Tag.ENTRY_POINT: ENTRY_POINT,
+        Tag.METHOD: request.method,
+        Tag.SPARSITIES: ",".join(f"{level:g}" for level in levels),
+        Tag.DENSE_RUN: request.dense_run,
+        Tag.TEMPLATE: request.template,
     }
     return FindPlan(request.method, config, levels, dense, template, template_weights, tags)
 
@@ -309,7 +322,7 @@ def find_mask(request: FindMaskRequest) -> int:
     plan = plan_find(request)
     with mlflow.start_run() as run:
         directory = checkpoint_root(request) / run.info.run_id
-        log_provenance(flatten(plan.config), {**plan.tags, CHECKPOINT_TAG: str(directory)})
+        log_provenance(flatten(plan.config), {**plan.tags, Tag.CHECKPOINT_DIR: str(directory)})
         try:
             run_chain(find_chain(plan, run.info.run_id, directory))
         except InterruptedError:
@@ -330,7 +343,7 @@ def _template(request: FindMaskRequest, config: TrainConfig):
     if request.random_weights == "ticket":
         # The unmasked rewind point, not ticket.pt: ticket.pt is already zero off the template's
         # mask, so under a random mask most active weights would start at exactly 0.
-        rewind_uri = request.template.rsplit("/", 1)[0] + "/rewind.pt"
+        rewind_uri = request.template.rsplit("/", 1)[0] + "/" + REWIND
         try:
             weights = load_weights(download(rewind_uri, "template rewind point"))
         except CheckpointError as error:

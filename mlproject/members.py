@@ -31,11 +31,20 @@ from typing import Any
 import mlflow
 from mlflow.entities import Param, RunTag
 
+from mlproject.contracts import (
+    FIND_MASK,
+    INIT_WEIGHTS,
+    MLFLOW_ENTRY_POINT,
+    MLFLOW_SOURCE_TYPE,
+    RESUMABLE,
+    TRAIN_DENSE,
+    TRAIN_MEMBERS,
+    TRANSFER,
+    Tag,
+)
 from mlproject.errors import EXIT_PREEMPTED, InputError
 from mlproject.find_mask import FindMaskRequest, FindPlan, find_chain, plan_find
 from mlproject.runs import (
-    CHECKPOINT_TAG,
-    RESUMABLE,
     TrainRequest,
     build_config,
     checkpoint_root,
@@ -52,11 +61,10 @@ from sparse_ticket.lottery import run_chains
 from sparse_ticket.population import PopulationRunner
 from sparse_ticket.runner import Runner
 
-ENTRY_POINT_TAG = "mlflow.project.entryPoint"
 PACKABLE = {
-    "train-dense": TrainRequest,
-    "transfer": TransferRequest,
-    "find-mask": FindMaskRequest,
+    TRAIN_DENSE: TrainRequest,
+    TRANSFER: TransferRequest,
+    FIND_MASK: FindMaskRequest,
 }
 """Entry points whose runs can train as population members, and their request types."""
 
@@ -78,7 +86,7 @@ class Member:
 
 def member_tags(entry_point: str) -> dict[str, str]:
     """The tags ``mlflow run`` would set on a run of ``entry_point`` (beside its params)."""
-    return {ENTRY_POINT_TAG: entry_point, "mlflow.source.type": "PROJECT"}
+    return {MLFLOW_ENTRY_POINT: entry_point, MLFLOW_SOURCE_TYPE: "PROJECT"}
 
 
 def create_member_run(
@@ -115,7 +123,7 @@ def describe_run(run_id: str, entry_point: str, params: dict[str, str]) -> None:
 
 def request_of(run: Any) -> tuple[str, TrainRequest]:
     """The entry point and request a pre-created run was made for (its tag and params)."""
-    entry_point = run.data.tags.get(ENTRY_POINT_TAG, "")
+    entry_point = run.data.tags.get(MLFLOW_ENTRY_POINT, "")
     if entry_point not in PACKABLE:
         raise InputError(
             f"run {run.info.run_id} is a {entry_point or 'untagged'} run; train-members trains "
@@ -143,31 +151,31 @@ def prepare(run_id: str, root: TrainRequest) -> tuple[Member, Runner | None]:
             f"no MLflow run with id {run_id!r} in {mlflow.get_tracking_uri()}"
         ) from None
     if run.info.status == "FINISHED":
-        return Member(run_id, run.data.tags.get(ENTRY_POINT_TAG, "")), None
-    if run.data.tags.get("sparse_ticket.entry_point") in RESUMABLE:  # it has trained before
+        return Member(run_id, run.data.tags.get(MLFLOW_ENTRY_POINT, "")), None
+    if run.data.tags.get(Tag.ENTRY_POINT) in RESUMABLE:  # it has trained before
         return _resumed(run_id, root)
     entry_point, request = request_of(run)
     request.checkpoint_dir = root.checkpoint_dir
     directory = checkpoint_root(request) / run_id
-    if entry_point == "find-mask":
+    if entry_point == FIND_MASK:
         # A chain does not resume mid-way (as find-mask alone): it starts again in its run.
         plan = plan_find(request)
-        tags = {**plan.tags, CHECKPOINT_TAG: str(directory)}
+        tags = {**plan.tags, Tag.CHECKPOINT_DIR: str(directory)}
         return Member(run_id, entry_point, tags=tags, find=plan, directory=directory), None
-    if entry_point == "transfer":
+    if entry_point == TRANSFER:
         plan = plan_transfer(request)
         config, tags = plan.config, plan.tags
         args = {"initial_weights": plan.initial_weights, "initial_mask": plan.initial_mask}
     else:
-        config, tags, args = build_config(request), {"sparse_ticket.entry_point": entry_point}, {}
-    member = Member(run_id, entry_point, args, {**tags, CHECKPOINT_TAG: str(directory)})
+        config, tags, args = build_config(request), {Tag.ENTRY_POINT: entry_point}, {}
+    member = Member(run_id, entry_point, args, {**tags, Tag.CHECKPOINT_DIR: str(directory)})
     return member, Runner(config, directory, MlflowSink(run_id), progress=False, **args)
 
 
 def _resumed(run_id: str, root: TrainRequest) -> tuple[Member, Runner]:
     config = run_config(run_id)
     directory = run_checkpoint_dir(root, run_id)
-    path = fetch_checkpoint(run_id, directory, "train-members")
+    path = fetch_checkpoint(run_id, directory, TRAIN_MEMBERS)
     if path is None:
         raise InputError(f"run {run_id} has no complete checkpoint to resume from")
     sink = MlflowSink(run_id, skip_until=last_logged_step(run_id))
@@ -249,7 +257,9 @@ def _train_group(group: list[tuple[Member, Runner]], batching: str) -> int:
         client.update_run(member.run_id, status="RUNNING")
         if not member.resumed:
             log_provenance(flatten(runner.config), member.tags, member.run_id)
-            log_weights(runner.initial_weights(), "init.pt", scratch / member.run_id, member.run_id)
+            log_weights(
+                runner.initial_weights(), INIT_WEIGHTS, scratch / member.run_id, member.run_id
+            )
         else:
             say(f"resuming run {member.run_id} at step {runner.step}")
     try:

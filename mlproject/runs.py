@@ -32,6 +32,15 @@ from typing import Any
 import mlflow
 import torch
 
+from mlproject.contracts import (
+    CONFIG,
+    FINAL_WEIGHTS,
+    INIT_WEIGHTS,
+    LATEST_CHECKPOINT,
+    RESUMABLE,
+    Tag,
+    rewind_file,
+)
 from mlproject.errors import EXIT_PREEMPTED, InputError, parse_int
 from mlproject.presets import load_preset
 from mlproject.tracking import (
@@ -55,9 +64,7 @@ from sparse_ticket.envs.atari import normalise_game
 from sparse_ticket.runner import Runner
 from sparse_ticket.sparsity.masks import MaskError, load_mask
 
-ENTRY_POINT_TAG = "sparse_ticket.entry_point"
 CHECKPOINT_ENV = "SPARSE_TICKET_CHECKPOINT_DIR"
-RESUMABLE = ("train-dense", "transfer")  # single-run entry points that resume from checkpoints
 
 
 @dataclass
@@ -97,9 +104,6 @@ def check_game(config: TrainConfig) -> None:
         raise InputError(f"unknown {config.env.suite} game {config.game!r}")
 
 
-CHECKPOINT_TAG = "sparse_ticket.checkpoint_dir"
-
-
 def checkpoint_root(request: TrainRequest) -> Path:
     """Where runs keep local checkpoints (absolute: ``mlflow run`` changes the working dir)."""
     root = request.checkpoint_dir or os.environ.get(CHECKPOINT_ENV, "st_checkpoints")
@@ -109,7 +113,7 @@ def checkpoint_root(request: TrainRequest) -> Path:
 def run_checkpoint_dir(request: TrainRequest, run_id: str) -> Path:
     """A run's checkpoint directory: an explicit root, else the one its tag records."""
     if not (request.checkpoint_dir or os.environ.get(CHECKPOINT_ENV)):
-        tagged = mlflow.MlflowClient().get_run(run_id).data.tags.get(CHECKPOINT_TAG)
+        tagged = mlflow.MlflowClient().get_run(run_id).data.tags.get(Tag.CHECKPOINT_DIR)
         if tagged:
             return Path(tagged)
     return checkpoint_root(request) / run_id
@@ -127,11 +131,11 @@ def run_config(run_id: str) -> TrainConfig:
         raise InputError(
             f"no MLflow run with id {run_id!r} in {mlflow.get_tracking_uri()}"
         ) from None
-    if run.data.tags.get(ENTRY_POINT_TAG) not in RESUMABLE:
+    if run.data.tags.get(Tag.ENTRY_POINT) not in RESUMABLE:
         raise InputError(f"run {run_id} is not a {' or '.join(RESUMABLE)} run")
     try:
         path = mlflow.artifacts.download_artifacts(
-            run_id=run_id, artifact_path="config.json", dst_path=tempfile.mkdtemp()
+            run_id=run_id, artifact_path=CONFIG, dst_path=tempfile.mkdtemp()
         )
         return from_flat(json.loads(Path(path).read_text()))
     except (mlflow.exceptions.MlflowException, OSError, ValueError) as error:
@@ -149,7 +153,7 @@ def fetch_checkpoint(run_id: str, directory: Path, entry_point: str) -> Path | N
     try:
         downloaded = Path(
             mlflow.artifacts.download_artifacts(
-                run_id=run_id, artifact_path="checkpoints/latest", dst_path=tempfile.mkdtemp()
+                run_id=run_id, artifact_path=LATEST_CHECKPOINT, dst_path=tempfile.mkdtemp()
             )
         )
     except (mlflow.exceptions.MlflowException, OSError):
@@ -171,7 +175,7 @@ def resumable_run(request: TrainRequest) -> str | None:
     run_id = os.environ.get("MLFLOW_RUN_ID")
     if run_id:
         tags = mlflow.MlflowClient().get_run(run_id).data.tags
-        if tags.get(ENTRY_POINT_TAG) in RESUMABLE:  # it has trained before
+        if tags.get(Tag.ENTRY_POINT) in RESUMABLE:  # it has trained before
             return run_id
     return None
 
@@ -185,17 +189,17 @@ def new_training_run(
     """
     with mlflow.start_run() as run:
         directory = checkpoint_root(request) / run.info.run_id
-        log_provenance(flatten(config), {**tags, CHECKPOINT_TAG: str(directory)})
+        log_provenance(flatten(config), {**tags, Tag.CHECKPOINT_DIR: str(directory)})
         runner = Runner(config, directory, MlflowSink(run.info.run_id), **runner_args)
         scratch = Path(tempfile.mkdtemp())
-        log_weights(runner.initial_weights(), "init.pt", scratch)
-        return train_in_active_run(runner, scratch, tags[ENTRY_POINT_TAG])
+        log_weights(runner.initial_weights(), INIT_WEIGHTS, scratch)
+        return train_in_active_run(runner, scratch, tags[Tag.ENTRY_POINT])
 
 
 def resume(request: TrainRequest, run_id: str) -> int:
     """Continue a run of ``RESUMABLE`` from its newest complete checkpoint."""
     config = run_config(run_id)
-    entry_point = mlflow.MlflowClient().get_run(run_id).data.tags[ENTRY_POINT_TAG]
+    entry_point = mlflow.MlflowClient().get_run(run_id).data.tags[Tag.ENTRY_POINT]
     directory = run_checkpoint_dir(request, run_id)
     path = fetch_checkpoint(run_id, directory, entry_point)
     if path is None:
@@ -243,10 +247,10 @@ def train_in_active_run(runner: Runner, scratch: Path, entry_point: str) -> int:
 def log_final_weights(runner: Runner, scratch: Path, run_id: str | None = None) -> None:
     """``final.pt``, and the late-rewinding point of a later find-mask ``--dense-run``
     (``step_<k>.pt``, Frankle et al. 2020), into ``run_id`` (else the active run)."""
-    log_weights(runner.agent.weights_state_dict(), "final.pt", scratch, run_id)
+    log_weights(runner.agent.weights_state_dict(), FINAL_WEIGHTS, scratch, run_id)
     k = runner.config.sparsity.imp_rewind_step
     if k > 0 and runner.rewind_weights is not None:
-        log_weights(runner.rewind_weights, f"step_{k}.pt", scratch, run_id)
+        log_weights(runner.rewind_weights, rewind_file(k), scratch, run_id)
 
 
 # ----------------------------------------------------------------------------- runs:/ artifacts

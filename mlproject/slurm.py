@@ -25,11 +25,11 @@ from pathlib import Path
 
 import mlflow
 
+from mlproject.contracts import TRAIN_MEMBERS, Tag
 from mlproject.driver import (
     ENTRY_POINT,
     PACKABLE,
     PROJECT_ROOT,
-    TAG,
     StudyRequest,
     Tracker,
     absolute_tracking_uri,
@@ -167,7 +167,7 @@ def plan_tasks(
                 describe_run(run_id, node.entry_point, params)
             group = STAGE_GROUPS.get(chunk[0][0].stage, chunk[0][0].stage)
             ids = [run_id for _, run_id, _ in chunk]
-            command = shlex.join([*python_cmd(mlflow_cmd), "-m", "mlproject", "train-members"])
+            command = shlex.join([*python_cmd(mlflow_cmd), "-m", "mlproject", TRAIN_MEMBERS])
             task = Task([n for n, _, _ in chunk], ids, f"{command} --runs {','.join(ids)}")
             plan.groups.setdefault(group, []).append(task)
     return plan
@@ -323,11 +323,11 @@ def submit(request: SubmitRequest) -> int:
         experiment_id,
         run_name=f"study {spec.name} (slurm)",
         tags={
-            f"{TAG}entry_point": ENTRY_POINT,
-            f"{TAG}launcher": "slurm",
-            f"{TAG}study_key": key,
-            f"{TAG}code_version": code,
-            f"{TAG}study_filter": evaluation_filter(key),
+            Tag.ENTRY_POINT: ENTRY_POINT,
+            Tag.LAUNCHER: "slurm",
+            Tag.STUDY_KEY: key,
+            Tag.CODE_VERSION: code,
+            Tag.STUDY_FILTER: evaluation_filter(key),
         },
     )
     parent_id = parent.info.run_id
@@ -349,7 +349,7 @@ def submit(request: SubmitRequest) -> int:
     prefix = container_prefix(request.container, image, binds, environment)
     jobs = write_and_submit(spec, plan, resources, jobs_dir, environment, prefix, dry)
     client.log_artifacts(parent_id, str(jobs_dir), "slurm")
-    client.set_tag(parent_id, f"{TAG}slurm_jobs", ",".join(f"{g}:{j}" for g, j in jobs.items()))
+    client.set_tag(parent_id, Tag.SLURM_JOBS, ",".join(f"{g}:{j}" for g, j in jobs.items()))
     client.set_terminated(parent_id, "FINISHED")
     report(spec, plan, jobs, jobs_dir, dry)
     return 0

@@ -33,6 +33,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from mlproject.contracts import EVALUATE, FIND_MASK, MASK, TRAIN_DENSE, TRANSFER, sparsity_folder
 from mlproject.presets import PRESET_DIR, read_preset, study_preset_names
 from sparse_ticket.config import ConfigError
 
@@ -255,6 +256,11 @@ def _level(sparsity: float) -> str:
     return f"{sparsity:.2f}"
 
 
+def _mask_path(sparsity: float) -> str:
+    """The ``Ref`` suffix of a find-mask level's mask: ``/sparsity_0.80/mask.pt``."""
+    return f"/{sparsity_folder(sparsity)}/{MASK}"
+
+
 class DagBuilder:
     """Builds the nodes of a study, stage by stage, in a topological order."""
 
@@ -282,7 +288,7 @@ class DagBuilder:
         node_id = f"dense/{algo}/{game}/s{seed}"
         if node_id not in self.nodes:
             params = {**self.common(algo, seed, self.spec.steps.dense), "game": game}
-            self.add(Node(node_id, "dense", "train-dense", params, agent_steps=_int(params)))
+            self.add(Node(node_id, "dense", TRAIN_DENSE, params, agent_steps=_int(params)))
         return node_id
 
     def mask(self, algo: str, game: str, method: str, seed: int) -> str:
@@ -300,7 +306,7 @@ class DagBuilder:
         if method == "imp":  # IMP's dense round is the train-dense run of the same seed
             refs["dense_run"] = Ref(self.dense(algo, game, seed))
             rounds = self.imp_rounds
-        node = Node(node_id, "mask", "find-mask", params, refs)
+        node = Node(node_id, "mask", FIND_MASK, params, refs)
         node.agent_steps = rounds * self.spec.steps.mask
         self.add(node)
         return node_id
@@ -313,8 +319,8 @@ class DagBuilder:
             "method": "random",
             "random_weights": "ticket",
         }
-        template = Ref(self.mask(algo, game, "imp", seed), f"/sparsity_{_level(level)}/mask.pt")
-        node = Node(node_id, "mask", "find-mask", params, {"template": template})
+        template = Ref(self.mask(algo, game, "imp", seed), _mask_path(level))
+        node = Node(node_id, "mask", FIND_MASK, params, {"template": template})
         node.agent_steps = self.spec.steps.mask
         self.add(node)
         return node_id
@@ -332,8 +338,8 @@ class DagBuilder:
         }
         if adapt == "gmp":
             params["final_sparsity"] = f"{self.spec.adapt_gmp_final_sparsity:g}"
-        mask = Ref(self.mask(algo, source, method, seed), f"/sparsity_{_level(level)}/mask.pt")
-        node = Node(node_id, "transfer", "transfer", params, {"mask": mask})
+        mask = Ref(self.mask(algo, source, method, seed), _mask_path(level))
+        node = Node(node_id, "transfer", TRANSFER, params, {"mask": mask})
         node.agent_steps = self.spec.steps.transfer
         return self.add(node).id
 
@@ -348,10 +354,10 @@ class DagBuilder:
         refs = {}
         if name == "random":  # the densities of the IMP mask found on the target itself
             imp = self.mask(algo, target, "imp", seed)
-            refs["mask"] = Ref(imp, f"/sparsity_{_level(level)}/mask.pt")
+            refs["mask"] = Ref(imp, _mask_path(level))
         elif level is not None:
             params["final_sparsity"] = f"{level:g}"
-        node = Node(node_id, "baseline", "transfer", params, refs)
+        node = Node(node_id, "baseline", TRANSFER, params, refs)
         node.agent_steps = self.spec.steps.transfer
         return self.add(node).id
 
@@ -394,7 +400,7 @@ def build_dag(spec: StudySpec, imp_rounds: int, frames_per_step: int = 4) -> lis
     evaluation = Node(
         "evaluate",
         "evaluate",
-        "evaluate",
+        EVALUATE,
         {
             "reps": str(spec.eval_reps),
             "seed": "0",

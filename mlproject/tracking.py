@@ -25,6 +25,7 @@ import mlflow
 from mlflow.entities import Metric as MlflowMetric
 from mlflow.entities import Param, RunStatus, RunTag
 
+from mlproject.contracts import CHECKPOINTS, CONFIG, LATEST_CHECKPOINT, Tag
 from sparse_ticket.runner import Metric
 
 TRACKED_PACKAGES = (
@@ -39,7 +40,6 @@ TRACKED_PACKAGES = (
     "rliable",
 )
 BATCH_LIMIT = 1000  # MLflow accepts at most 1000 metrics per log_batch call
-TAG_PREFIX = "sparse_ticket."
 
 
 def git_commit(path: Path) -> tuple[str, bool]:
@@ -106,14 +106,14 @@ def log_provenance(
     params = [Param(k, str(v)) for k, v in config_flat.items() if k not in existing]
     all_tags = {
         **tags,
-        f"{TAG_PREFIX}git_commit": record["git_commit"],
-        f"{TAG_PREFIX}git_dirty": str(record["git_dirty"]).lower(),
-        **{f"{TAG_PREFIX}version.{k}": v for k, v in record["packages"].items()},
+        Tag.GIT_COMMIT: record["git_commit"],
+        Tag.GIT_DIRTY: str(record["git_dirty"]).lower(),
+        **{f"{Tag.VERSION}{k}": v for k, v in record["packages"].items()},
     }
     for start in range(0, len(params), 100):  # the store's params-per-batch limit
         client.log_batch(run_id, params=params[start : start + 100])
     client.log_batch(run_id, tags=[RunTag(k, str(v)) for k, v in all_tags.items()])
-    client.log_dict(run_id, config_flat, "config.json")
+    client.log_dict(run_id, config_flat, CONFIG)
     client.log_dict(run_id, record, "environment.json")
 
 
@@ -144,7 +144,7 @@ class MlflowSink:
     def on_checkpoint(self, path: Path, step: int) -> None:
         for file in sorted(path.iterdir()):
             if file.name != "replay.npz":
-                self.client.log_artifact(self.run_id, str(file), "checkpoints/latest")
+                self.client.log_artifact(self.run_id, str(file), LATEST_CHECKPOINT)
 
     def on_evaluation(self, history: list[dict[str, Any]]) -> None:
         self.client.log_dict(self.run_id, history, "evaluations.json")
@@ -184,4 +184,4 @@ def log_weights(
     path = scratch / name
     torch.save(weights, path)
     run_id = run_id or mlflow.active_run().info.run_id
-    mlflow.MlflowClient().log_artifact(run_id, str(path), "checkpoints")
+    mlflow.MlflowClient().log_artifact(run_id, str(path), CHECKPOINTS)

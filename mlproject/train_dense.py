@@ -5,8 +5,8 @@ The run lifecycle (validation, opening, checkpoints, resume) is :mod:`mlproject.
 
 from __future__ import annotations
 
+from mlproject.contracts import TRAIN_DENSE, Tag
 from mlproject.runs import (
-    ENTRY_POINT_TAG,
     TrainRequest,
     build_config,
     new_training_run,
@@ -14,7 +14,7 @@ from mlproject.runs import (
     resume,
 )
 
-ENTRY_POINT = "train-dense"
+ENTRY_POINT = TRAIN_DENSE
 
 
 def train_dense(request: TrainRequest) -> int:
@@ -23,4 +23,4 @@ def train_dense(request: TrainRequest) -> int:
     if run_id:
         return resume(request, run_id)
     config = build_config(request)
-    return new_training_run(request, config, {ENTRY_POINT_TAG: ENTRY_POINT})
+    return new_training_run(request, config, {Tag.ENTRY_POINT: ENTRY_POINT})

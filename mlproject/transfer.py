@@ -29,6 +29,7 @@ from typing import Any
 
 import torch
 
+from mlproject.contracts import TRANSFER, Tag
 from mlproject.errors import InputError
 from mlproject.runs import (
     TrainRequest,
@@ -54,9 +55,8 @@ from sparse_ticket.transfer import (
     final_sparsity,
 )
 
-ENTRY_POINT = "transfer"
+ENTRY_POINT = TRANSFER
 BASELINES = ("dense", "gmp", "set", "rigl", "random")
-TAG = "sparse_ticket."
 
 
 @dataclass
@@ -118,16 +118,16 @@ def _source_weights(request: TransferRequest, mask_uri: str) -> dict[str, Any] |
 
 def _lineage(config: TrainConfig, sidecar: dict, request: TransferRequest) -> dict[str, str]:
     return {
-        f"{TAG}entry_point": ENTRY_POINT,
-        f"{TAG}target_game": config.game,
-        f"{TAG}algo": config.agent.algo,
-        f"{TAG}source_run_id": str(sidecar.get("source_run_id", "")),
-        f"{TAG}source_game": str(sidecar.get("source_game", "")),
-        f"{TAG}mask_method": str(sidecar.get("method", "")),
-        f"{TAG}mask_uri": request.mask,
-        f"{TAG}weights": request.weights,
-        f"{TAG}adapt": request.adapt,
-        f"{TAG}baseline": request.baseline,
+        Tag.ENTRY_POINT: ENTRY_POINT,
+        Tag.TARGET_GAME: config.game,
+        Tag.ALGO: config.agent.algo,
+        Tag.SOURCE_RUN_ID: str(sidecar.get("source_run_id", "")),
+        Tag.SOURCE_GAME: str(sidecar.get("source_game", "")),
+        Tag.MASK_METHOD: str(sidecar.get("method", "")),
+        Tag.MASK_URI: request.mask,
+        Tag.WEIGHTS: request.weights,
+        Tag.ADAPT: request.adapt,
+        Tag.BASELINE: request.baseline,
     }
 
 
@@ -152,9 +152,9 @@ def plan_transfer(request: TransferRequest) -> Plan:
     if request.weights == "reinit":
         config.init_stream = "reinit"
     tags = _lineage(config, sidecar, request)
-    tags[f"{TAG}condition"] = "transfer"
-    tags[f"{TAG}mask_sparsity"] = f"{sparsity_report(mask)['overall']:.6g}"
-    tags[f"{TAG}sparsity"] = f"{final_sparsity(config.sparsity, mask):.6g}"
+    tags[Tag.CONDITION] = "transfer"
+    tags[Tag.MASK_SPARSITY] = f"{sparsity_report(mask)['overall']:.6g}"
+    tags[Tag.SPARSITY] = f"{final_sparsity(config.sparsity, mask):.6g}"
     return Plan(config, tags, mask, _source_weights(request, request.mask))
 
 
@@ -170,9 +170,9 @@ def _plan_baseline(request: TransferRequest, config: TrainConfig, final: float |
         raise InputError(f"baseline {request.baseline} needs --mask or --final-sparsity")
     request.weights, request.adapt = "reinit", request.baseline
     tags = _lineage(config, sidecar, request)
-    tags[f"{TAG}condition"] = f"baseline-{request.baseline}"
-    tags[f"{TAG}sparsity"] = "0" if request.baseline == "dense" else f"{level:.6g}"
-    tags[f"{TAG}mask_sparsity"] = tags[f"{TAG}sparsity"]
+    tags[Tag.CONDITION] = f"baseline-{request.baseline}"
+    tags[Tag.SPARSITY] = "0" if request.baseline == "dense" else f"{level:.6g}"
+    tags[Tag.MASK_SPARSITY] = tags[Tag.SPARSITY]
     plan = Plan(config, tags)
     if request.baseline == "dense":
         config.sparsity.regime = "dense"
