@@ -81,7 +81,9 @@ def evaluate_policy(
     scores: list[list[float]] = [[] for _ in range(env.num_envs)]
     obs = env.reset()
     while any(len(s) < q for s, q in zip(scores, quota, strict=True)):
-        result = env.step(agent.act(obs, epsilon, rng))
+        # A sub-env ending its last owed episode is not reset: no one plays the next one.
+        owed = quota - np.array([len(s) for s in scores])
+        result = env.step(agent.act(obs, epsilon, rng), reset=owed > 1)
         for episode in result.finished:
             if len(scores[episode.env_index]) < quota[episode.env_index]:
                 scores[episode.env_index].append(episode.score)

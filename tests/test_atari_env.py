@@ -151,3 +151,39 @@ def test_evaluation_counts_complete_episodes_per_env_quota():
         _ConstantAgent(), env, episodes=3, epsilon=0.0, rng=np.random.default_rng(0)
     )
     assert scores.shape == (3,)
+
+
+class _RandomAgent:
+    def act(self, obs, epsilon, rng):
+        return rng.integers(0, 4, size=len(obs))
+
+
+class _ResetCounter:
+    """Wraps a backend's reset to count the sub-envs it resets."""
+
+    def __init__(self, env):
+        self.count, self._reset = 0, env.backend.reset
+        env.backend.reset = self
+
+    def __call__(self, mask, seeds):
+        self.count += int(np.count_nonzero(mask))
+        return self._reset(mask, seeds)
+
+
+def test_evaluation_does_not_reset_for_episodes_no_one_plays():
+    # The same scores as when every finished sub-env is reset (the step's default), without the
+    # seeded resets (a ROM reload each) of sub-envs whose quota is met.
+    def evaluate(reset_all: bool):
+        env = make_env("breakout", EnvConfig(), seed=9, num_envs=2, max_episode_frames=400)
+        if reset_all:
+            step = env.step
+            env.step = lambda actions, reset=None: step(actions)
+        counter = _ResetCounter(env)
+        scores = evaluate_policy(_RandomAgent(), env, 3, 0.0, np.random.default_rng(0))
+        env.close()
+        return scores, counter.count
+
+    (scores, resets), (expected, all_resets) = evaluate(False), evaluate(True)
+    assert np.array_equal(scores, expected)
+    # Quotas 2 and 1: the first reset starts both (2); then only env 0's second episode (1).
+    assert resets == 3 and all_resets > resets

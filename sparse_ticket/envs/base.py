@@ -129,18 +129,24 @@ class EpisodicVecEnv:
         self.actions_since_reset = [[] for _ in range(self.num_envs)]
         return self.obs
 
-    def step(self, actions: np.ndarray) -> StepResult:
-        """Step every sub-env; finished ones are reset at once with their next episode's seed."""
+    def step(self, actions: np.ndarray, reset: np.ndarray | None = None) -> StepResult:
+        """Step every sub-env; finished ones are reset at once with their next episode's seed.
+
+        ``reset`` (N,) bool, if given, limits the resets to the sub-envs it marks: a finished
+        sub-env outside it keeps its final observation (its episode counter still advances), and
+        whatever it returns when stepped again is no episode of ours. For an evaluation's last
+        episodes: a seeded Atari reset reloads the ROM (~0.2 s a sub-env).
+        """
         self.step_async(actions)
-        return self.step_wait()
+        return self.step_wait(reset)
 
     def step_async(self, actions: np.ndarray) -> None:
         """Start :meth:`step` (the emulators run while the caller does other work)."""
         self._actions = actions
         self.backend.send(actions)
 
-    def step_wait(self) -> StepResult:
-        """Finish the step :meth:`step_async` started."""
+    def step_wait(self, reset: np.ndarray | None = None) -> StepResult:
+        """Finish the step :meth:`step_async` started (``reset`` as in :meth:`step`)."""
         actions, self._actions = self._actions, None
         if actions is None:
             raise RuntimeError("step_wait without a step_async")
@@ -162,7 +168,9 @@ class EpisodicVecEnv:
             self.episodes[done] += 1
             # Copy: the backend may return the reset observations in the same buffer.
             next_obs = next_obs.copy()
-            obs = self.backend.reset(done, self._seeds(done))
+            starting = done if reset is None else done & reset
+            if starting.any():
+                obs = self.backend.reset(starting, self._seeds(starting))
         self.obs = obs
         return StepResult(next_obs, rewards, terminals, truncations, obs, done, finished)
 
