@@ -3,9 +3,9 @@
 Tearing down an interpreter that has loaded torch and MLflow takes 1 to 3 s (module
 finalisers, the collection of millions of objects), and a study's driver waits for every node's
 process to exit before it starts the next one. Once the command is done, this does what a normal
-exit does that matters (join the non-daemon threads, run the ``atexit`` handlers, flush stdout
-and stderr) and leaves with :func:`os._exit`. An exception that is not ``SystemExit`` takes the
-normal path (its traceback, then the normal teardown).
+exit does that matters (threading's exit hooks and the join of non-daemon threads, the
+``atexit`` handlers, flushing stdout and stderr) and leaves with :func:`os._exit`. An exception
+that is not ``SystemExit`` takes the normal path (its traceback, then the normal teardown).
 """
 
 from __future__ import annotations
@@ -34,9 +34,9 @@ def run() -> None:
         code = 0
     except SystemExit as error:
         code = exit_code(error)
-    for thread in threading.enumerate():
-        if thread is not threading.current_thread() and not thread.daemon:
-            thread.join()
+    # What the interpreter does first at exit: run threading's exit hooks (they stop
+    # ThreadPoolExecutor workers, e.g. MLflow's artifact uploads) and join non-daemon threads.
+    threading._shutdown()
     atexit._run_exitfuncs()
     sys.stdout.flush()
     sys.stderr.flush()
