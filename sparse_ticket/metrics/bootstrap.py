@@ -26,6 +26,8 @@ Shapes follow rliable: scores ``(num_runs, num_tasks)``, curves ``(num_runs, num
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import numpy as np
 
 from sparse_ticket.types import CurveInterval, Interval
@@ -104,6 +106,36 @@ def _blocks(reps: int, per_replicate: int) -> list[int]:
 
 
 # ------------------------------------------------------------------------------ intervals
+def _stratified_replicates(
+    data: np.ndarray, statistic: Callable[[np.ndarray], np.ndarray], reps: int, seed: int
+) -> np.ndarray:
+    """``statistic`` of ``reps`` resamples: ``(R, C)`` data -> ``(reps, P)``.
+
+    Every cell ``(r, c)`` of a resample is ``data[i, c]`` for a run ``i`` drawn uniformly, on
+    its own (rliable's ``StratifiedBootstrap`` with ``task_bootstrap=False``). ``statistic``
+    maps a block of resamples ``(B, R, C)`` to ``(B, P)``.
+    """
+    runs, columns = data.shape
+    rng = np.random.RandomState(seed)
+    index = np.arange(columns)
+    return np.concatenate(
+        [
+            statistic(data[rng.randint(0, runs, size=(block, runs, columns)), index])
+            for block in _blocks(reps, data.size)  # drawn in order: one stream
+        ]
+    )
+
+
+def _pooled_iqm(resamples: np.ndarray) -> np.ndarray:
+    """``(B, runs, tasks) -> (B, 1)``: the IQM of each resample's pooled scores."""
+    return interquartile_mean(resamples.reshape(len(resamples), -1), axis=1)[:, None]
+
+
+def _per_step_iqm(resamples: np.ndarray) -> np.ndarray:
+    """``(B, runs, steps) -> (B, steps)``: the IQM over runs at each step."""
+    return interquartile_mean(resamples, axis=1)
+
+
 def iqm_interval(scores: np.ndarray, reps: int, confidence: float, seed: int) -> Interval:
     """IQM over runs and tasks with its stratified-bootstrap percentile CI.
 
@@ -119,14 +151,8 @@ def iqm_interval(scores: np.ndarray, reps: int, confidence: float, seed: int) ->
     Returns:
         ``(point, low, high)``.
     """
-    runs, tasks = scores.shape
-    rng = np.random.RandomState(seed)
-    columns = np.arange(tasks)
-    out = []
-    for block in _blocks(reps, scores.size):
-        idx = rng.randint(0, runs, size=(block, runs, tasks))
-        out.append(interquartile_mean(scores[idx, columns].reshape(block, -1), axis=1))
-    low, high = _percentile_interval(np.concatenate(out)[:, None], confidence)[:, 0]
+    replicates = _stratified_replicates(scores, _pooled_iqm, reps, seed)
+    low, high = _percentile_interval(replicates, confidence)[:, 0]
     return float(interquartile_mean(scores)), float(low), float(high)
 
 
@@ -147,15 +173,9 @@ def iqm_curve_interval(
     Returns:
         ``(points, lows, highs)``, each ``(num_steps,)``.
     """
-    runs, steps = curves.shape
-    rng = np.random.RandomState(seed)
-    columns = np.arange(steps)
-    out = []
-    for block in _blocks(reps, curves.size):
-        idx = rng.randint(0, runs, size=(block, runs, steps))
-        out.append(interquartile_mean(curves[idx, columns], axis=1))
-    interval = _percentile_interval(np.concatenate(out), confidence)
-    points = np.asarray(interquartile_mean(curves, axis=0), dtype=np.float64).reshape(steps)
+    replicates = _stratified_replicates(curves, _per_step_iqm, reps, seed)
+    interval = _percentile_interval(replicates, confidence)
+    points = np.asarray(interquartile_mean(curves, axis=0), dtype=np.float64).reshape(-1)
     return points, interval[0].copy(), interval[1].copy()
 
 
