@@ -70,7 +70,8 @@ machine (other jobs, or torch's OpenMP threads descheduled mid-kernel) rerun bef
 
 Population figures
 ------------------
-``--members 1,2,4,8,16`` measures :class:`~sparse_ticket.population.PopulationRunner` instead:
+``--members 1,2,4,8,16`` measures :class:`~sparse_ticket.population_runner.PopulationRunner`
+instead:
 K runners of the benchmark's config (seeds ``--seed`` .. ``--seed + K - 1``, each with a
 :class:`~sparse_ticket.runner.NullSink` and a temporary checkpoint directory of its own, each with
 a ``REPLAY_CAPACITY`` replay) trained in lock-step by one population, for every K given and every
@@ -152,7 +153,7 @@ from sparse_ticket.config import (
     validate,
 )
 from sparse_ticket.envs import EpisodicVecEnv, make_env
-from sparse_ticket.population import PopulationRunner
+from sparse_ticket.population_runner import PopulationRunner
 from sparse_ticket.replay import FrameReplay, ReplayBatch
 from sparse_ticket.runner import Runner, derive_seed
 

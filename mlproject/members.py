@@ -3,7 +3,7 @@
 The study driver and the SLURM launcher pack up to ``members_per_task`` nodes of the same
 shape (the same entry point and parameters but for the seed and the seed's own upstream
 runs) into one process, so one GPU trains K runs at once
-(:class:`~sparse_ticket.population.PopulationRunner`). Every member is still its own MLflow
+(:class:`~sparse_ticket.population_runner.PopulationRunner`). Every member is still its own MLflow
 run, created beforehand with the parameters and entry-point tag an ``mlflow run`` of it would
 have logged; this process logs into each one exactly what ``train-dense`` or ``transfer``
 would (provenance, ``config.json``, metrics, ``init.pt`` / ``final.pt``, checkpoints, status), so
@@ -58,7 +58,7 @@ from mlproject.transfer import TransferRequest, plan_transfer
 from sparse_ticket.checkpoint import CheckpointError
 from sparse_ticket.config import flatten
 from sparse_ticket.lottery import run_chains
-from sparse_ticket.population import PopulationRunner
+from sparse_ticket.population_runner import PopulationRunner
 from sparse_ticket.runner import Runner
 
 PACKABLE = {

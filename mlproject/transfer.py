@@ -44,19 +44,19 @@ from mlproject.runs import (
 from sparse_ticket.checkpoint import CheckpointError, load_weights
 from sparse_ticket.config import TrainConfig
 from sparse_ticket.runner import probe_parameters
-from sparse_ticket.sparsity.allocation import random_like
 from sparse_ticket.sparsity.masks import MaskError, check_compatible, sparsity_report
 from sparse_ticket.transfer import (
     ADAPT_REGIMES,
+    BASELINES,
     WEIGHT_MODES,
     adapt_config,
+    baseline_config,
     encoder_mask,
     encoder_weights,
     final_sparsity,
 )
 
 ENTRY_POINT = TRANSFER
-BASELINES = ("dense", "gmp", "set", "rigl", "random")
 
 
 @dataclass
@@ -168,22 +168,16 @@ def _plan_baseline(request: TransferRequest, config: TrainConfig, final: float |
     level = sparsity_report(mask)["overall"] if mask else final
     if request.baseline != "dense" and level is None:
         raise InputError(f"baseline {request.baseline} needs --mask or --final-sparsity")
+    try:
+        initial_mask = baseline_config(config.sparsity, request.baseline, level, mask, config.seed)
+    except ValueError as error:
+        raise InputError(str(error)) from None
     request.weights, request.adapt = "reinit", request.baseline
     tags = _lineage(config, sidecar, request)
     tags[Tag.CONDITION] = f"baseline-{request.baseline}"
     tags[Tag.SPARSITY] = "0" if request.baseline == "dense" else f"{level:.6g}"
     tags[Tag.MASK_SPARSITY] = tags[Tag.SPARSITY]
-    plan = Plan(config, tags)
-    if request.baseline == "dense":
-        config.sparsity.regime = "dense"
-    elif request.baseline == "random":
-        config.sparsity.regime, config.sparsity.sparsity = "static", level
-        if mask is not None:
-            generator = torch.Generator().manual_seed(config.seed)
-            plan.initial_mask = random_like(mask, generator)
-    else:
-        config.sparsity.regime, config.sparsity.sparsity = request.baseline, level
-    return plan
+    return Plan(config, tags, initial_mask)
 
 
 def transfer(request: TransferRequest) -> int:

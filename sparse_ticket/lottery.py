@@ -171,11 +171,11 @@ def run_chains(chains: Sequence[Chain], batching: str = "auto") -> list[list[Tic
     """Drive K chains of one shape (seeds) in lock-step, each round trained as a population.
 
     Round ``r`` of every chain trains together in one
-    :class:`~sparse_ticket.population.PopulationRunner`, so a member's rounds are those it
+    :class:`~sparse_ticket.population_runner.PopulationRunner`, so a member's rounds are those it
     would train alone (bit-identical with ``loop`` batching). The chains must have the same
     rounds (the same method, levels and budgets), and no early stop.
     """
-    from sparse_ticket.population import PopulationRunner
+    from sparse_ticket.population_runner import PopulationRunner
 
     requests = [next(chain) for chain in chains]
     while True:

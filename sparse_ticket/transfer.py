@@ -13,6 +13,7 @@ from collections.abc import Mapping
 import torch
 
 from sparse_ticket.config import SparsityConfig
+from sparse_ticket.sparsity.allocation import random_like
 from sparse_ticket.sparsity.masks import Mask, sparsity_report
 
 ADAPT_REGIMES = {"none": "static", "gmp": "gmp", "set": "set", "rigl": "rigl"}
@@ -62,3 +63,31 @@ def final_sparsity(sparsity: SparsityConfig, mask: Mask) -> float:
     """The sparsity a transfer run ends at: GMP's final level, else the transferred mask's
     (static, SET and RigL keep it). Baselines are matched at this level."""
     return sparsity.sparsity if sparsity.regime == "gmp" else sparsity_report(mask)["overall"]
+
+
+# Baselines on the target alone, against which a transfer is compared (docs/protocol.md).
+BASELINES = ("dense", "gmp", "set", "rigl", "random")
+
+
+def baseline_config(
+    sparsity: SparsityConfig, baseline: str, level: float | None, mask: Mask | None, seed: int
+) -> Mask | None:
+    """Set a baseline's sparsity regime (in place); returns the mask it starts from, if any.
+
+    ``dense``: no sparsity. ``gmp``, ``set``, ``rigl``: that regime at ``level`` (the
+    transfer's sparsity), from a fresh init. ``random``: a static random mask with ``mask``'s
+    per-layer densities, drawn from ``torch.Generator().manual_seed(seed)`` (Frankle & Carbin
+    2019's random-pruning control, on the target); without a mask, the configured allocation
+    draws one at ``level``.
+    """
+    if baseline not in BASELINES:
+        raise ValueError(f"unknown baseline {baseline!r} ({', '.join(BASELINES)})")
+    if baseline == "dense":
+        sparsity.regime = "dense"
+        return None
+    if level is None:
+        raise ValueError(f"baseline {baseline} needs a mask or a final sparsity")
+    sparsity.regime, sparsity.sparsity = ("static" if baseline == "random" else baseline), level
+    if baseline == "random" and mask is not None:
+        return random_like(mask, torch.Generator().manual_seed(seed))
+    return None

@@ -21,7 +21,7 @@ from sparse_ticket.agents import make_agent
 from sparse_ticket.agents.population import Population, resolve_batching
 from sparse_ticket.checkpoint import load_checkpoint
 from sparse_ticket.config import AgentConfig, TrainConfig, apply_overrides
-from sparse_ticket.population import PopulationRunner
+from sparse_ticket.population_runner import PopulationRunner
 from sparse_ticket.runner import Metric, Runner
 from tests.test_agents import make_batch
 

@@ -284,3 +284,25 @@ def test_rewiring_waits_for_the_first_gradient_update(source, tmp_path, regime):
     # Drop fraction 0.3 * (1 + cos(pi * 100 / 600)) / 2 = 0.27990 of each layer's active weights;
     # mask_change counts the dropped and the regrown positions: 2 * 0.2799 = 0.5598.
     assert change == pytest.approx(0.5598, abs=0.01)
+
+
+def test_baseline_config_sets_each_regime_and_draws_the_random_mask_from_the_seed():
+    from sparse_ticket.config import SparsityConfig
+    from sparse_ticket.transfer import baseline_config
+
+    template = {"q.encoder.conv1.weight": torch.tensor([[True, False, False, True, False]])}
+    dense, gmp, random = SparsityConfig(), SparsityConfig(), SparsityConfig()
+    assert baseline_config(dense, "dense", None, None, seed=0) is None
+    assert dense.regime == "dense"
+    assert baseline_config(gmp, "gmp", 0.8, template, seed=0) is None
+    assert (gmp.regime, gmp.sparsity) == ("gmp", 0.8)
+    mask = baseline_config(random, "random", 0.6, template, seed=3)
+    assert (random.regime, random.sparsity) == ("static", 0.6)
+    # The template's active count (2 of 5) at positions drawn from torch.Generator(seed 3).
+    expected = torch.zeros(5, dtype=torch.bool)
+    expected[torch.randperm(5, generator=torch.Generator().manual_seed(3))[:2]] = True
+    assert torch.equal(mask["q.encoder.conv1.weight"], expected.reshape(1, 5))
+    with pytest.raises(ValueError, match="needs a mask or a final sparsity"):
+        baseline_config(SparsityConfig(), "set", None, None, seed=0)
+    with pytest.raises(ValueError, match="unknown baseline"):
+        baseline_config(SparsityConfig(), "lottery", 0.8, None, seed=0)
