@@ -56,7 +56,7 @@ from mlproject import figures
 from mlproject.contracts import EVALUATE, EVALUATION, FIND_MASK, TICKETS, TRAIN_DENSE, TRANSFER, Tag
 from mlproject.errors import InputError
 from sparse_ticket.config import TrainConfig
-from sparse_ticket.metrics.aggregate import (
+from sparse_ticket.stats.aggregate import (
     Aggregate,
     align_curves,
     area_ratio_ci,
@@ -803,7 +803,7 @@ def evaluate_study(
     """Gather, summarise, write tables (and figures when available); returns the files.
 
     ``aggregate``: ``"iqm"`` (default) or ``"mean"``, the curve over runs whose area the area
-    ratios compare (see ``sparse_ticket.metrics.aggregate.area_ratio``).
+    ratios compare (see ``sparse_ticket.stats.aggregate.area_ratio``).
     """
     name = check_aggregate(aggregate)
     folder.mkdir(parents=True, exist_ok=True)

@@ -76,7 +76,6 @@ from sparse_ticket.lottery import (
     random_chain,
     run_chain,
 )
-from sparse_ticket.metrics.bootstrap import interquartile_mean
 from sparse_ticket.runner import probe_parameters
 from sparse_ticket.sparsity.masks import (
     MaskError,
@@ -88,6 +87,7 @@ from sparse_ticket.sparsity.masks import (
     save_mask,
     sparsity_report,
 )
+from sparse_ticket.stats.bootstrap import interquartile_mean
 
 ENTRY_POINT = FIND_MASK
 METHODS = ("imp", "gmp", "random")

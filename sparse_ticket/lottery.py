@@ -29,11 +29,11 @@ import numpy as np
 import torch
 
 from sparse_ticket.config import TrainConfig
-from sparse_ticket.metrics.bootstrap import interquartile_mean
 from sparse_ticket.runner import MetricSink, Runner
 from sparse_ticket.sparsity.allocation import magnitude_prune, random_like
 from sparse_ticket.sparsity.masks import Mask, prunable_names
 from sparse_ticket.sparsity.schedules import imp_levels
+from sparse_ticket.stats.bootstrap import interquartile_mean
 from sparse_ticket.types import Weights
 
 

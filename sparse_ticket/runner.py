@@ -33,12 +33,12 @@ from sparse_ticket.clock import crossed, linear_schedule
 from sparse_ticket.config import RunConfig, TrainConfig, flatten
 from sparse_ticket.envs import EpisodicVecEnv, make_env
 from sparse_ticket.envs.base import StepResult
-from sparse_ticket.metrics.bootstrap import interquartile_mean
 from sparse_ticket.metrics.plasticity import PlasticityProbe
 from sparse_ticket.replay import DeviceFrameReplay, FrameReplay
 from sparse_ticket.seeding import derive_seed
 from sparse_ticket.sparsity.controller import SparsityController
 from sparse_ticket.sparsity.masks import Mask
+from sparse_ticket.stats.bootstrap import interquartile_mean
 from sparse_ticket.types import Metric
 
 

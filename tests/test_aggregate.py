@@ -10,7 +10,7 @@ import pytest
 import scipy.stats
 from rliable import metrics as rly_metrics
 
-from sparse_ticket.metrics.aggregate import (
+from sparse_ticket.stats.aggregate import (
     GAME_MIN_SCORE,
     align_curves,
     area_ratio,

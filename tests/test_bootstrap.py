@@ -14,7 +14,7 @@ import scipy.stats
 from rliable import library as rly
 from rliable import metrics as rly_metrics
 
-from sparse_ticket.metrics.bootstrap import (
+from sparse_ticket.stats.bootstrap import (
     improvement_interval,
     interquartile_mean,
     iqm_curve_interval,
@@ -85,7 +85,7 @@ def test_probability_of_improvement_by_hand():
 
 def test_blocks_do_not_change_the_draws(monkeypatch: pytest.MonkeyPatch):
     # Replicates drawn in many small blocks continue one stream: the same CI as one block.
-    import sparse_ticket.metrics.bootstrap as bootstrap
+    import sparse_ticket.stats.bootstrap as bootstrap
 
     curves = np.random.default_rng(1).normal(size=(6, 9))
     whole = iqm_curve_interval(curves, 500, 0.95, 2)

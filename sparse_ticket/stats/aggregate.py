@@ -25,7 +25,7 @@ What is here:
   return, with a percentile bootstrap CI over seeds.
 
 The bootstrap follows rliable 1.2.0 exactly (``get_interval_estimates`` with arch 7.2.0's
-percentile method): :mod:`sparse_ticket.metrics.bootstrap` draws the same resamples and returns
+percentile method): :mod:`sparse_ticket.stats.bootstrap` draws the same resamples and returns
 the same numbers, vectorised (tests compare with ``==``). Behaviours worth knowing:
 
 - **Seeding.** rliable's ``StratifiedBootstrap.update_indices`` draws run indices with the
@@ -57,7 +57,7 @@ from typing import Any, Literal
 
 import numpy as np
 
-from sparse_ticket.metrics.bootstrap import (
+from sparse_ticket.stats.bootstrap import (
     improvement_interval,
     interquartile_mean,
     iqm_curve_interval,
