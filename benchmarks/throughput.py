@@ -103,7 +103,7 @@ population iterations, i.e. the single-run loop's agent steps *per member*.
 ``study_device_hours``
     Device-hours of the ``--study`` preset (default ``paper``: about 44.4G agent steps) at this
     aggregate rate: ``study_agent_steps / aggregate_steps_per_s / 3600``, where
-    ``study_agent_steps`` is the total the study's dry run reports (``mlproject.driver.load``
+    ``study_agent_steps`` is the total the study's dry run reports (``mlproject.main.load``
     and ``mlproject.study.dag_size``). It assumes every training run of the study trains in a
     full population of K at this rate (this benchmark's game and algorithm stand for all of
     them). A :class:`PopulationRunner` needs K runs of one config but their seeds (or masks and
@@ -776,8 +776,8 @@ def replay_kind(population: PopulationRunner) -> str:
 def study_size(name: str) -> dict[str, Any]:
     """The study preset's total agent steps and training runs, as its dry run counts them."""
     # Imported here: mlflow comes with the driver and costs a few seconds.
-    from mlproject.driver import StudyRequest, load
     from mlproject.errors import InputError
+    from mlproject.main import StudyRequest, load
     from mlproject.study import dag_size
 
     try:

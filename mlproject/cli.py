@@ -8,9 +8,9 @@ import sys
 
 import click
 
-from mlproject.driver import StudyRequest, main_study
 from mlproject.errors import EXIT_INPUT, InputError
 from mlproject.find_mask import FindMaskRequest, find_mask
+from mlproject.main import StudyRequest, main_study
 from mlproject.presets import preset_names, study_preset_names
 from mlproject.runs import TrainRequest
 from mlproject.tracking import end_run_if_active
@@ -62,7 +62,7 @@ def train_dense_command(**params: str) -> None:
 @click.option("--checkpoint-dir", default="", help="Root of local checkpoints.")
 def train_members_command(runs: str, batching: str, checkpoint_dir: str) -> None:
     """Train several runs of one shape in one process (one population; each its own run)."""
-    from mlproject.members import train_members
+    from mlproject.train_members import train_members
     from sparse_ticket.agents.population import BATCHING
 
     if batching not in BATCHING:

@@ -1,6 +1,6 @@
 """``python -m mlproject slurm submit``: a study's DAG as SLURM array jobs, one per stage.
 
-The launcher does on the login node what :mod:`mlproject.driver` does locally, ahead of time:
+The launcher does on the login node what :mod:`mlproject.main` does locally, ahead of time:
 it creates the experiment and the study's parent run once, and walks the DAG in order. A node
 whose finished run exists (same key: entry point, parameters with upstream run ids, code version)
 is reused; every other node gets its run created now (status SCHEDULED, or an unfinished run with
@@ -26,7 +26,8 @@ from pathlib import Path
 import mlflow
 
 from mlproject.contracts import TRAIN_MEMBERS, Tag
-from mlproject.driver import (
+from mlproject.errors import InputError, parse_int
+from mlproject.main import (
     ENTRY_POINT,
     PACKABLE,
     PROJECT_ROOT,
@@ -41,10 +42,9 @@ from mlproject.driver import (
     resolve,
     study_key,
 )
-from mlproject.errors import InputError, parse_int
-from mlproject.members import describe_run
 from mlproject.runs import CHECKPOINT_ENV, TrainRequest, checkpoint_root
 from mlproject.study import Node, StudySpec, code_version
+from mlproject.train_members import describe_run
 
 SHARED_FILESYSTEMS = ("nfs", "nfs4", "lustre", "gpfs", "beegfs", "cifs", "smb2", "cephfs", "fuse")
 RUN_TASK = PROJECT_ROOT / "slurm" / "run-task.sh"

@@ -21,7 +21,7 @@ the source's ``train-dense`` run itself (:func:`dense_serves_as_baseline`).
 
 A transfer of seed ``s`` uses the mask found with seed ``s`` on the source. Upstream runs are
 passed as ``runs:/<run_id>/...`` parameters, filled in (:meth:`Node.resolved`) once the upstream
-run exists. This module is pure: it knows nothing of MLflow (see :mod:`mlproject.driver`).
+run exists. This module is pure: it knows nothing of MLflow (see :mod:`mlproject.main`).
 """
 
 from __future__ import annotations
@@ -484,7 +484,7 @@ def code_version(root: Path | None = None) -> str:
     return digest.hexdigest()[:16]
 
 
-LAUNCH_ONLY = ("mlproject/study.py", "mlproject/driver.py", "mlproject/slurm.py")
+LAUNCH_ONLY = ("mlproject/study.py", "mlproject/main.py", "mlproject/slurm.py")
 
 
 def _is_code(path: Path, root: Path) -> bool:

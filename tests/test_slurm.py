@@ -15,7 +15,7 @@ from mlproject.errors import InputError
 from mlproject.slurm import Resources, check_tracking, container_prefix
 from tests import slurm_cluster
 from tests.conftest import run_cli
-from tests.test_study_driver import INTERRUPTED, wait_for_progress
+from tests.test_main import INTERRUPTED, wait_for_progress
 
 TAG = "sparse_ticket."
 

@@ -7,8 +7,8 @@ from pathlib import Path
 
 import pytest
 
-from mlproject.driver import StudyRequest, load, members_per_task, node_key, plan
 from mlproject.errors import InputError
+from mlproject.main import StudyRequest, load, members_per_task, node_key, plan
 from mlproject.presets import load_preset, preset_names, study_preset_names
 from mlproject.study import Node, build_dag, code_version, dag_size, load_study
 from sparse_ticket.config import ConfigError
@@ -178,7 +178,7 @@ def test_code_version_sees_code_not_docs_or_launchers(tmp_path):
     before = code_version(tmp_path)
     (tmp_path / "README.md").write_text("docs change nothing")
     assert code_version(tmp_path) == before
-    for launcher in ("driver.py", "slurm.py", "study.py", "presets/demo.toml"):
+    for launcher in ("main.py", "slurm.py", "study.py", "presets/demo.toml"):
         target = tmp_path / "mlproject" / launcher
         target.write_text(target.read_text() + "\n# launching, not computing\n")
     assert code_version(tmp_path) == before

@@ -15,7 +15,7 @@ import time
 import mlflow
 import torch
 
-from mlproject.members import create_member_run
+from mlproject.train_members import create_member_run
 from tests.conftest import run_cli
 from tests.test_train_dense import mlflow_run
 

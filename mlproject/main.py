@@ -49,7 +49,6 @@ from mlproject.contracts import (
     Tag,
 )
 from mlproject.errors import EXIT_PREEMPTED, InputError, parse_int
-from mlproject.members import PACKABLE, describe_run
 from mlproject.runs import TrainRequest, build_config
 from mlproject.study import (
     Node,
@@ -60,6 +59,7 @@ from mlproject.study import (
     load_study,
 )
 from mlproject.tracking import end_run_if_active, log_provenance
+from mlproject.train_members import PACKABLE, describe_run
 from sparse_ticket.checkpoint import CheckpointManager
 from sparse_ticket.config import ConfigError
 from sparse_ticket.sparsity.schedules import imp_levels
