@@ -145,7 +145,7 @@ def iqm_with_ci(
         score_dict: name -> scores ``(num_runs, num_tasks)``; entries may differ in ``num_runs``.
         reps: bootstrap replications (rliable's default 50,000; tests use ~2,000).
         confidence: CI coverage, e.g. 0.95.
-        seed: seeds every entry's bootstrap (reproducible; the global RNG is restored after).
+        seed: seeds every entry's bootstrap (reproducible; numpy's global RNG is not used).
 
     Returns:
         name -> ``(point, low, high)``. With a single run the CI has zero width (warned).

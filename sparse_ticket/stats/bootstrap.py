@@ -162,16 +162,9 @@ def iqm_curve_interval(
     """IQM over runs at every step with pointwise stratified-bootstrap CIs.
 
     Equal to rliable's ``get_interval_estimates`` on ``curves[:, None, :]`` with a per-step IQM:
-    runs are drawn independently for every step.
-
-    Args:
-        curves: ``(num_runs, num_steps)``, finite.
-        reps: bootstrap replications.
-        confidence: CI coverage in (0, 1).
-        seed: the draws' seed.
-
-    Returns:
-        ``(points, lows, highs)``, each ``(num_steps,)``.
+    runs are drawn independently for every step. ``curves`` is ``(num_runs, num_steps)``, finite;
+    ``reps``, ``confidence`` and ``seed`` are as in :func:`iqm_interval`. Returns ``(points, lows,
+    highs)``, each ``(num_steps,)``.
     """
     replicates = _stratified_replicates(curves, _per_step_iqm, reps, seed)
     interval = _percentile_interval(replicates, confidence)
