@@ -1,4 +1,4 @@
-"""The contracts between runs, declared once: entry-point names, tag keys and artifact paths.
+"""The contracts between runs, declared once: entry points, their parameters, tags and artifacts.
 
 Every run an entry point opens is found again by its tags and read through its artifacts: a
 ``find-mask`` run reads the ``train-dense`` run's ``checkpoints/init.pt``, a ``transfer`` run
@@ -12,6 +12,7 @@ What one study leaves in the tracking store (tag keys without the ``sparse_ticke
                                        (dry_run=true on a dry run; launcher=slurm, slurm_jobs)
                     artifacts          study/<name>.toml, study/dag.json, study/plan.txt
       a node run    (nested)           node, node_key, code_version, studies (+ its own tags)
+                    artifacts          logs/<node>.log (its output, when the driver ran it)
     train-dense     tags               entry_point=train-dense, checkpoint_dir
                     artifacts          config.json, checkpoints/init.pt, checkpoints/final.pt,
                                        checkpoints/step_<k>.pt (late rewinding),
@@ -31,9 +32,24 @@ What one study leaves in the tracking store (tag keys without the ``sparse_ticke
 
 Every training run also carries the provenance tags of :func:`mlproject.tracking.provenance_tags`
 (``git_commit``, ``git_dirty``, ``version.<package>``).
+
+Every entry point's parameters, with their defaults, help and allowed values, are
+:data:`PARAMETERS`: the command line's options (``mlproject/cli.py``) and the request types
+(:func:`request_type`) are made from it, and ``tests/test_contracts.py`` checks ``MLproject``
+against it. Parameters are strings on purpose: MLflow does not validate int/float types, the
+entry point does (one clear line and exit code 2 on bad input).
 """
 
 from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field, make_dataclass, replace
+
+from sparse_ticket.agents.population import BATCHING
+from sparse_ticket.config import ALGOS, ALLOCATIONS, SCOPES
+from sparse_ticket.lottery import RANDOM_WEIGHTS, TICKET_METHODS
+from sparse_ticket.stats.area_ratios import AGGREGATES
+from sparse_ticket.transfer import ADAPT_REGIMES, BASELINES, WEIGHT_MODES
 
 # ------------------------------------------------------------------------------ entry points
 MAIN = "main"
@@ -43,6 +59,11 @@ FIND_MASK_ROUND = "find-mask/round"
 TRANSFER = "transfer"
 EVALUATE = "evaluate"
 TRAIN_MEMBERS = "train-members"
+SLURM_SUBMIT = "slurm submit"  # the cluster launcher: a command, not an MLproject entry point
+
+MLPROJECT_ENTRY_POINTS = (MAIN, TRAIN_DENSE, FIND_MASK, TRANSFER, EVALUATE)
+"""The entry points of the ``MLproject`` file. ``train-members`` (the launchers pack runs with it)
+and ``slurm submit`` are commands of ``python -m mlproject`` only."""
 # Single-run entry points that train from a checkpoint when resumed.
 RESUMABLE = (TRAIN_DENSE, TRANSFER)
 
@@ -111,6 +132,7 @@ EVALUATION = "evaluation"
 STUDY = "study"
 DAG = f"{STUDY}/dag.json"
 PLAN = f"{STUDY}/plan.txt"
+NODE_LOGS = "logs"  # a node run's captured stdout/stderr, as the study driver logs them
 
 
 def checkpoint_weights(name: str) -> str:
@@ -131,3 +153,205 @@ def sparsity_folder(sparsity: float) -> str:
 def run_uri(run_id: str, path: str) -> str:
     """``runs:/<run id>/<path>``."""
     return f"runs:/{run_id}/{path}"
+
+
+# -------------------------------------------------------------------------------- parameters
+@dataclass(frozen=True)
+class Param:
+    """One parameter of an entry point: ``--total-steps`` on the command line, ``total_steps``
+    in ``MLproject`` and in the request type."""
+
+    name: str
+    """The Python and ``MLproject`` name (``total_steps``)."""
+    default: str | tuple[str, ...] = ""
+    """The default, as the user would type it (a tuple for a repeatable option)."""
+    help: str = ""
+    """One line for ``--help``."""
+    choices: tuple[str, ...] | Callable[[], Sequence[str]] = ()
+    """The allowed values (the library's own list, never a copy), listed in ``--help``; the
+    entry point checks them (one line, exit 2). A callable is read when the help is shown."""
+    required: bool = False
+    """No default: the user must give it (``evaluate --study``)."""
+    multiple: bool = False
+    """Repeatable on the command line (``slurm submit --sbatch``)."""
+    cli_only: bool = False
+    """Set on this machine's command line only, absent from ``MLproject`` (a checkpoint
+    directory of this machine)."""
+
+    @property
+    def flag(self) -> str:
+        """The command-line option: ``--total-steps``."""
+        return "--" + self.name.replace("_", "-")
+
+    def help_text(self) -> str:
+        """``help`` with the allowed values appended."""
+        choices = self.choices() if callable(self.choices) else self.choices
+        if not choices:
+            return self.help
+        return f"{self.help} One of: {', '.join(choices)}.".strip()
+
+
+def _presets() -> Sequence[str]:
+    from mlproject.presets import preset_names  # reads the preset folder
+
+    return preset_names()
+
+
+def _study_presets() -> Sequence[str]:
+    from mlproject.presets import study_preset_names
+
+    return study_preset_names()
+
+
+CONTAINERS = ("singularity", "apptainer", "none")
+"""How ``slurm submit`` runs a task: ``exec --nv IMAGE`` in Singularity or Apptainer, or in this
+Python environment."""
+
+_GAME = Param("game", "pong", "ALE game (snake_case) or MinAtar game.")
+_ALGO = Param("algo", "ddqn", "The agent.", ALGOS)
+_SEED = Param("seed", "0", "Non-negative integer seed.")
+_TOTAL_STEPS = Param("total_steps", "", "Agent steps (default: the preset's).")
+_PRESET = Param("preset", "default", "A run preset.", _presets)
+_OVERRIDES = Param("overrides", "", 'Config overrides, e.g. "lr=1e-4 target_update=8000".')
+_RESUME = Param("resume", "", "Run id to continue from its last complete checkpoint.")
+_CHECKPOINT_DIR = Param(
+    "checkpoint_dir",
+    "",
+    "Root of local checkpoints (default: $SPARSE_TICKET_CHECKPOINT_DIR or ./st_checkpoints).",
+    cli_only=True,
+)
+_MEMBERS_PER_TASK = Param(
+    "members_per_task",
+    "",
+    "Pack up to K runs of one shape (seeds) into one process, trained as one population "
+    "(default: the preset's; 1 unless it says).",
+)
+_TRAIN = (_GAME, _ALGO, _SEED, _TOTAL_STEPS, _PRESET, _OVERRIDES)
+
+PARAMETERS: dict[str, tuple[Param, ...]] = {
+    TRAIN_DENSE: (*_TRAIN, _RESUME, _CHECKPOINT_DIR),
+    TRAIN_MEMBERS: (
+        Param("runs", "", "Comma-separated ids of pre-created train-dense/transfer runs."),
+        Param(
+            "batching",
+            "auto",
+            "loop (bit-identical to training alone), vmap (stacked; the GPU's) or auto.",
+            BATCHING,
+        ),
+        _CHECKPOINT_DIR,
+    ),
+    FIND_MASK: (
+        Param("method", "imp", "How masks are found.", TICKET_METHODS),
+        replace(_GAME, help="The source game."),
+        _ALGO,
+        Param(
+            "sparsities",
+            "0.6,0.7,0.8",
+            "Comma-separated sparsity levels; one IMP chain passes through all of them.",
+        ),
+        Param("scope", "encoder", "What is pruned.", SCOPES),
+        Param("allocation", "global", "How the sparsity is spread over layers.", ALLOCATIONS),
+        _SEED,
+        replace(_TOTAL_STEPS, help="Agent steps per training round."),
+        _PRESET,
+        replace(_OVERRIDES, help='Config overrides, e.g. "imp_prune_fraction=0.1".'),
+        Param("dense_run", "", "runs:/<id> of a train-dense run to start from."),
+        Param(
+            "template",
+            "",
+            "random: runs:/.../mask.pt whose per-layer densities the random mask copies.",
+        ),
+        Param(
+            "random_weights",
+            "ticket",
+            "random with a template: start from its ticket weights or reinit.",
+            RANDOM_WEIGHTS,
+        ),
+        _CHECKPOINT_DIR,
+    ),
+    TRANSFER: (
+        Param("mask", "", "runs:/<find-mask run>/sparsity_<s>/mask.pt to transfer."),
+        Param("weights", "ticket", "The encoder weights the target starts from.", WEIGHT_MODES),
+        replace(_GAME, help="The target game."),
+        _ALGO,
+        Param("adapt", "none", "The sparsity regime on the target.", tuple(ADAPT_REGIMES)),
+        Param("final_sparsity", "", "adapt=gmp: the sparsity to prune on to."),
+        Param("baseline", "", "Instead of a transfer: a baseline on the target alone.", BASELINES),
+        _SEED,
+        _TOTAL_STEPS,
+        _PRESET,
+        replace(_OVERRIDES, help="Config overrides."),
+        _RESUME,
+        _CHECKPOINT_DIR,
+    ),
+    EVALUATE: (
+        Param(
+            "study",
+            help="An experiment name, a parent run id, or a search_runs filter string.",
+            required=True,
+        ),
+        Param("output_dir", "", "Where tables and figures go (default ./evaluation/<run id>)."),
+        Param("reps", "10000", "Bootstrap repetitions."),
+        Param("seed", "0", "Bootstrap seed."),
+        Param("baselines", "dense", "Comma-separated baselines for area ratios.", BASELINES),
+        Param("aggregate", "iqm", "Curve aggregate over seeds for area ratios.", AGGREGATES),
+    ),
+    MAIN: (
+        Param("preset", "demo", "A study preset.", _study_presets),
+        Param("workers", "2", "Nodes run at once, each a process; the cores are shared."),
+        Param("dry_run", "false", "true: print the DAG only."),
+        Param("output_dir", "studies", "Where <preset>/evaluation and <preset>/logs go."),
+        Param(
+            "steps_per_sec",
+            "",
+            "Agent steps/s per run for the dry run's GPU-hour estimate (default: the preset's).",
+        ),
+        _MEMBERS_PER_TASK,
+    ),
+    SLURM_SUBMIT: (
+        Param("preset", "paper", "A study preset or file."),
+        Param("container", "singularity", "How a task runs.", CONTAINERS),
+        Param("image", "", "The .sif image (docker/build-sif.sh)."),
+        Param("experiment", "", "MLflow experiment (default: study-<preset>)."),
+        Param("partition", "", "#SBATCH --partition."),
+        Param("account", "", "#SBATCH --account."),
+        Param("gpus", "1", "GPUs per task (0: none)."),
+        Param("cpus_per_task", "4", "CPUs per task."),
+        Param("mem", "32G", "Memory per task."),
+        Param("time", "24:00:00", "Time limit per task."),
+        Param(
+            "signal_seconds",
+            "300",
+            "SIGTERM this long before the time limit: checkpoint, requeue, resume (0: off).",
+        ),
+        Param("max_running", "", "At most this many tasks of an array at once."),
+        Param("sbatch", (), 'Extra #SBATCH line, e.g. "--qos=long" (repeatable).', multiple=True),
+        Param("jobs_dir", "slurm_jobs", "Scripts and logs."),
+        Param("checkpoint_dir", "", "Checkpoints on a shared filesystem."),
+        Param("dry_run", "false", "true: write, don't submit."),
+        _MEMBERS_PER_TASK,
+    ),
+}
+"""Every entry point's parameters, in the order ``--help`` lists them."""
+
+
+def defaults(entry_point: str) -> dict[str, str | tuple[str, ...]]:
+    """``{name: default}`` of ``entry_point``'s parameters (required ones left out)."""
+    return {p.name: p.default for p in PARAMETERS[entry_point] if not p.required}
+
+
+def request_type(name: str, entry_point: str, base: type | None = None) -> type:
+    """A dataclass of ``entry_point``'s parameters as the user gave them (strings, validated by
+    the entry point), each field defaulting as :data:`PARAMETERS` says.
+
+    With ``base``, the new type extends it (a transfer request is a training request), and a
+    field ``base`` already has keeps its place.
+    """
+    fields = [
+        (p.name, tuple[str, ...] if p.multiple else str, field(default=p.default))
+        for p in PARAMETERS[entry_point]
+        if not p.required
+    ]
+    bases = (base,) if base is not None else ()
+    doc = f"The ``{entry_point}`` parameters as the user gave them (``contracts.PARAMETERS``)."
+    return make_dataclass(name, fields, bases=bases, namespace={"__doc__": doc})

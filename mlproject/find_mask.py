@@ -49,6 +49,7 @@ from mlproject.contracts import (
     TRAINED,
     Tag,
     checkpoint_weights,
+    request_type,
     rewind_file,
     run_uri,
     sparsity_folder,
@@ -64,9 +65,12 @@ from mlproject.runs import (
     run_id_of,
 )
 from mlproject.tracking import MlflowSink, end_run_if_active, log_provenance
+from sparse_ticket.building import probe_parameters
 from sparse_ticket.checkpoint import CheckpointError, load_weights
 from sparse_ticket.config import ConfigError, TrainConfig, apply_overrides, flatten, validate
 from sparse_ticket.lottery import (
+    RANDOM_WEIGHTS,
+    TICKET_METHODS,
     Chain,
     DenseStart,
     Ticket,
@@ -76,7 +80,6 @@ from sparse_ticket.lottery import (
     random_chain,
     run_chain,
 )
-from sparse_ticket.runner import probe_parameters
 from sparse_ticket.sparsity.masks import (
     MaskError,
     architecture_fingerprint,
@@ -90,20 +93,9 @@ from sparse_ticket.sparsity.masks import (
 from sparse_ticket.stats.bootstrap import interquartile_mean
 
 ENTRY_POINT = FIND_MASK
-METHODS = ("imp", "gmp", "random")
 
-
-@dataclass
-class FindMaskRequest(TrainRequest):
-    """``train-dense``'s parameters plus the mask-finding ones (strings, validated here)."""
-
-    method: str = "imp"
-    sparsities: str = "0.6,0.7,0.8"
-    scope: str = "encoder"
-    allocation: str = "global"
-    dense_run: str = ""
-    template: str = ""
-    random_weights: str = "ticket"
+FindMaskRequest = request_type("FindMaskRequest", FIND_MASK, base=TrainRequest)
+"""``train-dense``'s parameters plus the mask-finding ones (strings, validated here)."""
 
 
 def parse_levels(text: str) -> list[float]:
@@ -120,8 +112,8 @@ def parse_levels(text: str) -> list[float]:
 # ----------------------------------------------------------------------------- configuration
 def build_find_config(request: FindMaskRequest) -> tuple[TrainConfig, list[float]]:
     """The training config of every round, and the requested levels."""
-    if request.method not in METHODS:
-        raise InputError(f"unknown method {request.method!r} ({', '.join(METHODS)})")
+    if request.method not in TICKET_METHODS:
+        raise InputError(f"unknown method {request.method!r} ({', '.join(TICKET_METHODS)})")
     config = build_config(request)
     try:
         apply_overrides(
@@ -131,7 +123,7 @@ def build_find_config(request: FindMaskRequest) -> tuple[TrainConfig, list[float
         validate(config)
     except ConfigError as error:
         raise InputError(str(error)) from None
-    if request.random_weights not in ("ticket", "reinit"):
+    if request.random_weights not in RANDOM_WEIGHTS:
         raise InputError(f"random_weights must be ticket or reinit, got {request.random_weights!r}")
     if request.method == "random" and request.random_weights == "reinit":
         # Its own stream: the "init" stream would give the template ticket's init again.

@@ -1,10 +1,10 @@
 """The ``main`` entry point: run a whole study as a DAG of MLflow runs, nested under one parent.
 
-Every node of :func:`mlproject.study.build_dag` becomes one ``mlflow run . -e <entry point>
+Every node of :func:`mlproject.dag.build_dag` becomes one ``mlflow run . -e <entry point>
 --env-manager local --run-id <id>`` process, at most ``workers`` at a time, each in a run created
 beforehand under the study's parent run. Before a node runs, its *key* is computed from its entry
 point, its parameters with the upstream run ids filled in, and the code version
-(:func:`mlproject.study.code_version`). Then, in the parent's experiment:
+(:func:`mlproject.node_keys.code_version`). Then, in the parent's experiment:
 
 * a FINISHED run with that key is **reused** (nothing runs); a study that was interrupted, or
   run again, continues where it stopped;
@@ -16,71 +16,39 @@ Every node run of the study (reused ones too) is tagged with the study key
 (``sparse_ticket.studies``), which is how the final ``evaluate`` node finds exactly this study's
 runs. SIGTERM or Ctrl-C stops the running nodes the way SLURM preemption does (they write a
 checkpoint and end KILLED), marks the parent KILLED and exits 143; run ``main`` again to go on.
+
+This module is the entry point (parameters, the parent run, the dry run, the result); the
+decisions per node are :mod:`mlproject.node_runs`'s, the processes :mod:`mlproject.scheduler`'s.
 """
 
 from __future__ import annotations
 
-import contextlib
-import hashlib
-import json
 import os
 import shutil
 import signal
-import subprocess
-import sys
-import time
-from collections import deque
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict
 from pathlib import Path
-from typing import Any
 
 import mlflow
-from mlflow.entities import RunStatus
 
-from mlproject.contracts import (
-    DAG,
-    EVALUATION,
-    LATEST_CHECKPOINT,
-    MAIN,
-    PLAN,
-    RESUMABLE,
-    STUDY,
-    TRAIN_MEMBERS,
-    Tag,
-)
+from mlproject.contracts import DAG, EVALUATION, MAIN, PLAN, STUDY, Tag, request_type
+from mlproject.dag import Node, build_dag, dag_size
 from mlproject.errors import EXIT_PREEMPTED, InputError, parse_int
+from mlproject.node_keys import code_version, study_key
+from mlproject.node_runs import Tracker, absolute_tracking_uri, evaluation_filter, reusable
 from mlproject.runs import TrainRequest, build_config
-from mlproject.study import (
-    Node,
-    StudySpec,
-    build_dag,
-    code_version,
-    dag_size,
-    load_study,
-)
+from mlproject.scheduler import Outcome, Scheduler, say
+from mlproject.study import StudySpec, load_study
 from mlproject.tracking import end_run_if_active, log_provenance
-from mlproject.train_members import PACKABLE, describe_run
-from sparse_ticket.checkpoint import CheckpointManager
 from sparse_ticket.config import ConfigError
 from sparse_ticket.sparsity.schedules import imp_levels
 
 ENTRY_POINT = MAIN
-NODE_TAGS = ("node", "node_key", "code_version", "studies")
-PROJECT_ROOT = Path(__file__).resolve().parent.parent
-POLL_SECONDS = 0.5
-STOP_GRACE_SECONDS = 300  # how long stopped nodes may take to write their checkpoints
 
 
-@dataclass
-class StudyRequest:
-    """The entry point's parameters as the user gave them (strings, validated here)."""
-
-    preset: str = "demo"
-    workers: str = "2"  # as MLproject's (tests/test_mlproject_file.py)
-    dry_run: str = "false"
-    output_dir: str = "studies"
-    steps_per_sec: str = ""
-    members_per_task: str = ""  # empty: the preset's (StudySpec.members_per_task)
+StudyRequest = request_type("StudyRequest", MAIN)
+"""The ``main`` parameters as the user gave them (strings, validated here); an empty
+``members_per_task`` is the preset's (``StudySpec.members_per_task``)."""
 
 
 # ----------------------------------------------------------------------------- planning
@@ -100,379 +68,6 @@ def plan(spec: StudySpec) -> list[Node]:
     rounds = len(imp_levels(spec.sparsities, config.sparsity.imp_prune_fraction))
     frames = config.env.frame_skip if config.env.suite == "atari" else 1
     return build_dag(spec, rounds, frames)
-
-
-def node_key(node: Node, params: dict[str, str], code: str, upstream: list[str]) -> str:
-    """What makes a node's result: entry point, resolved params, upstream runs, code version."""
-    payload = json.dumps(
-        {"entry": node.entry_point, "params": params, "upstream": upstream, "code": code},
-        sort_keys=True,
-    )
-    return hashlib.sha256(payload.encode()).hexdigest()[:24]
-
-
-def study_key(preset_text: bytes, code: str) -> str:
-    """One study: its preset file and the code version."""
-    return hashlib.sha256(preset_text + code.encode()).hexdigest()[:12]
-
-
-# ----------------------------------------------------------------------------- tracking
-@dataclass
-class Decision:
-    """What to do with a node: ``reuse`` a finished run, ``resume`` one, or ``run`` anew."""
-
-    action: str
-    run_id: str = ""
-
-
-class Tracker:
-    """The study's view of the tracking store: node runs by key, under one parent run."""
-
-    def __init__(self, experiment_id: str, parent_id: str, key: str, code: str) -> None:
-        self.client = mlflow.MlflowClient()
-        self.experiment_id = experiment_id
-        self.parent_id = parent_id
-        self.key = key
-        self.code = code
-
-    def runs_with_key(self, key: str) -> list[Any]:
-        return self.client.search_runs(
-            [self.experiment_id],
-            filter_string=f"tags.`{Tag.NODE_KEY}` = '{key}'",
-            order_by=["attributes.start_time DESC"],
-        )
-
-    def decide(self, node: Node, key: str) -> Decision:
-        runs = self.runs_with_key(key)
-        for run in runs:
-            if run.info.status == "FINISHED":
-                self.join(run)
-                return Decision("reuse", run.info.run_id)
-        for run in runs:
-            if node.entry_point in RESUMABLE and has_checkpoint(run):
-                self.join(run)
-                return Decision("resume", run.info.run_id)
-        for run in runs:
-            if run.info.status == "SCHEDULED":  # created for a launch that never started
-                self.join(run)
-                return Decision("run", run.info.run_id)
-        return Decision("run")
-
-    def join(self, run: Any) -> None:
-        """Tag a run as part of this study too (a run may serve several studies)."""
-        studies = [s for s in run.data.tags.get(Tag.STUDIES, "").split(",") if s]
-        if self.key not in studies:
-            self.client.set_tag(run.info.run_id, Tag.STUDIES, ",".join([*studies, self.key]))
-
-    def create(self, node: Node, key: str) -> str:
-        run = self.client.create_run(
-            self.experiment_id,
-            run_name=node.id,
-            tags={
-                "mlflow.parentRunId": self.parent_id,
-                Tag.NODE: node.id,
-                Tag.NODE_KEY: key,
-                Tag.CODE_VERSION: self.code,
-                Tag.STUDIES: self.key,
-            },
-        )
-        return run.info.run_id
-
-    def status(self, run_id: str) -> str:
-        return self.client.get_run(run_id).info.status
-
-
-def has_checkpoint(run: Any) -> bool:
-    """Whether an unfinished training run can be resumed (local or artifact checkpoint)."""
-    if run.data.tags.get(Tag.ENTRY_POINT) not in RESUMABLE:
-        return False
-    directory = run.data.tags.get(Tag.CHECKPOINT_DIR)
-    if directory and CheckpointManager(Path(directory)).latest() is not None:
-        return True
-    artifacts = mlflow.MlflowClient().list_artifacts(run.info.run_id, LATEST_CHECKPOINT)
-    return any(a.path.endswith("COMPLETE") for a in artifacts)
-
-
-def node_params(node: Node, run_ids: dict[str, str], key: str) -> dict[str, str]:
-    """A node's parameters once its upstream runs exist (evaluate: this study's runs)."""
-    params = node.resolved(run_ids)
-    if node.stage == "evaluate":
-        params["study"] = evaluation_filter(key)
-    return params
-
-
-def resolve(node: Node, run_ids: dict[str, str], tracker: Tracker) -> tuple[dict[str, str], str]:
-    """A node's parameters and key, once its upstream runs are known."""
-    params = node_params(node, run_ids, tracker.key)
-    upstream = [run_ids[u] for u in node.upstream]
-    return params, node_key(node, params, tracker.code, upstream)
-
-
-def reusable(nodes: list[Node], tracker: Tracker) -> dict[str, str]:
-    """The nodes that would be reused now (node id -> finished run id); changes nothing."""
-    run_ids: dict[str, str] = {}
-    for node in nodes:
-        if not all(u in run_ids for u in node.upstream):
-            continue
-        _, key = resolve(node, run_ids, tracker)
-        finished = [r for r in tracker.runs_with_key(key) if r.info.status == "FINISHED"]
-        if finished:
-            run_ids[node.id] = finished[0].info.run_id
-    return run_ids
-
-
-def evaluation_filter(key: str) -> str:
-    """The ``search_runs`` filter of every run of study ``key``."""
-    return f"tags.`{Tag.STUDIES}` LIKE '%{key}%'"
-
-
-# ----------------------------------------------------------------------------- launching
-def node_command(node: Node, params: dict[str, str], run_id: str, experiment_id: str) -> list[str]:
-    """``mlflow run`` of one node in its pre-created run (what a SLURM task runs too)."""
-    command = [sys.executable, "-m", "mlflow", "run", str(PROJECT_ROOT), "-e", node.entry_point]
-    command += ["--env-manager", "local", "--experiment-id", experiment_id, "--run-id", run_id]
-    for name, value in params.items():
-        command += ["-P", f"{name}={value}"]
-    return command
-
-
-def members_command(run_ids: list[str]) -> list[str]:
-    """``train-members`` of a pack of pre-created runs (one population in one process)."""
-    return [sys.executable, "-m", "mlproject", TRAIN_MEMBERS, "--runs", ",".join(run_ids)]
-
-
-def pack_key(node: Node, params: dict[str, str]) -> str:
-    """Nodes with equal keys can train as one population: the same entry point and
-    parameters but for the seed and the seed's own upstream runs."""
-    shape = {k: v for k, v in sorted(params.items()) if k != "seed" and k not in node.refs}
-    return json.dumps([node.entry_point, node.stage, shape])
-
-
-def node_environment(workers: int) -> dict[str, str]:
-    """The children's environment: our tracking store, no parent run, a share of the cores."""
-    env = {k: v for k, v in os.environ.items() if k not in ("MLFLOW_RUN_ID",)}
-    env["MLFLOW_TRACKING_URI"] = absolute_tracking_uri()
-    env.setdefault("OMP_NUM_THREADS", str(max(1, (os.cpu_count() or 1) // workers)))
-    return env
-
-
-def absolute_tracking_uri() -> str:
-    """The tracking URI with a relative sqlite path made absolute (children run elsewhere)."""
-    uri = mlflow.get_tracking_uri()
-    prefix = "sqlite:///"
-    if uri.startswith(prefix) and not uri.startswith(prefix + "/"):
-        return prefix + str(Path(uri[len(prefix) :]).resolve())
-    return uri
-
-
-@dataclass
-class Running:
-    """A process in flight: one node, or a pack of nodes trained as one population."""
-
-    nodes: list[Node]
-    run_ids: list[str]
-    process: subprocess.Popen
-    log: Path
-
-
-@dataclass
-class Outcome:
-    """What happened to every node."""
-
-    run_ids: dict[str, str] = field(default_factory=dict)
-    actions: dict[str, str] = field(default_factory=dict)
-    failed: list[str] = field(default_factory=list)
-    skipped: list[str] = field(default_factory=list)
-    stopped: bool = False
-
-    def count(self, action: str) -> int:
-        """Nodes that ended with ``action`` (a node stopped half-way is not counted)."""
-        return sum(1 for n, a in self.actions.items() if a == action and n in self.run_ids)
-
-    @property
-    def interrupted(self) -> int:
-        return sum(1 for n in self.actions if n not in self.run_ids and n not in self.failed)
-
-
-class Scheduler:
-    """Runs a DAG's nodes in order of readiness, at most ``workers`` processes at a time."""
-
-    def __init__(
-        self,
-        nodes: list[Node],
-        tracker: Tracker,
-        workers: int,
-        log_dir: Path,
-        members_per_task: int = 1,
-    ) -> None:
-        self.nodes = nodes
-        self.tracker = tracker
-        self.workers = workers
-        self.members_per_task = members_per_task
-        self.log_dir = log_dir
-        self.outcome = Outcome()
-        self.running: dict[str, Running] = {}
-        self.stop_requested = False
-        self.blocked: set[str] = set()
-        self.decisions: dict[str, tuple[dict[str, str], str, Decision]] = {}
-
-    def request_stop(self, *_: Any) -> None:
-        self.stop_requested = True
-
-    def run(self) -> Outcome:
-        pending = deque(self.nodes)
-        while pending or self.running:
-            if self.stop_requested:
-                self._stop()
-                break
-            pending = self._start_ready(pending)
-            self._collect()
-            if self.running:
-                time.sleep(POLL_SECONDS)
-        return self.outcome
-
-    def _start_ready(self, pending: deque[Node]) -> deque[Node]:
-        waiting: deque[Node] = deque()
-        ready: list[Node] = []
-        for node in pending:
-            upstream = node.upstream
-            if any(u in self.blocked for u in upstream):
-                self.blocked.add(node.id)
-                self.outcome.skipped.append(node.id)
-                continue
-            if not all(u in self.outcome.run_ids for u in upstream) or self.stop_requested:
-                waiting.append(node)
-                continue
-            ready.append(node)
-        left = {node.id for unit in self._units(ready) if not self._start(unit) for node in unit}
-        waiting.extend(node for node in ready if node.id in left)
-        return waiting
-
-    def _decide(self, node: Node) -> tuple[dict[str, str], str, Decision]:
-        if node.id not in self.decisions:  # once: a node may wait long for a worker
-            params, key = resolve(node, self.outcome.run_ids, self.tracker)
-            self.decisions[node.id] = (params, key, self.tracker.decide(node, key))
-        return self.decisions[node.id]
-
-    def _units(self, ready: list[Node]) -> list[list[Node]]:
-        """The ready nodes to launch, alone or packed; reused nodes are done at once."""
-        units: list[list[Node]] = []
-        packs: dict[str, list[Node]] = {}
-        for node in ready:
-            params, _, decision = self._decide(node)
-            if decision.action == "reuse":
-                self._done(node, decision.run_id, "reuse")
-            elif self.members_per_task > 1 and node.entry_point in PACKABLE:
-                packs.setdefault(pack_key(node, params), []).append(node)
-            else:
-                units.append([node])
-        size = self.members_per_task
-        for group in packs.values():
-            units += [group[i : i + size] for i in range(0, len(group), size)]
-        return units
-
-    def _start(self, unit: list[Node]) -> bool:
-        """Launch a node or a pack of nodes; False when every worker is busy."""
-        if len(self.running) >= self.workers:
-            return False
-        run_ids = []
-        for node in unit:
-            params, key, decision = self._decide(node)
-            run_id = decision.run_id or self.tracker.create(node, key)
-            if len(unit) > 1:
-                describe_run(run_id, node.entry_point, params)
-            run_ids.append(run_id)
-            self.outcome.actions[node.id] = decision.action
-        if len(unit) == 1:
-            params, _, _ = self._decide(unit[0])
-            command = node_command(unit[0], params, run_ids[0], self.tracker.experiment_id)
-        else:
-            command = members_command(run_ids)
-        self._launch(unit, run_ids, command)
-        return True
-
-    def _launch(self, unit: list[Node], run_ids: list[str], command: list[str]) -> None:
-        self.log_dir.mkdir(parents=True, exist_ok=True)
-        log = self.log_dir / f"{unit[0].id.replace('/', '_').replace('>', '')}.log"
-        with log.open("a") as handle:
-            handle.write(f"$ {' '.join(command)}\n")
-            handle.flush()
-            process = subprocess.Popen(
-                command,
-                stdout=handle,
-                stderr=subprocess.STDOUT,
-                env=node_environment(self.workers),
-                cwd=PROJECT_ROOT,
-                start_new_session=True,  # our SIGTERM reaches mlflow run and the entry point
-            )
-        self.running[unit[0].id] = Running(unit, run_ids, process, log)
-        for node, run_id in zip(unit, run_ids, strict=True):
-            verb = "resume" if self.outcome.actions[node.id] == "resume" else "start "
-            packed = f", one of {len(unit)} in one process" if len(unit) > 1 else ""
-            say(f"{verb} {node.id}  (run {run_id}{packed})")
-
-    def _collect(self) -> None:
-        for unit_id, item in list(self.running.items()):
-            code = item.process.poll()
-            if code is None:
-                continue
-            del self.running[unit_id]
-            self._log_node_output(item)
-            for node, run_id in zip(item.nodes, item.run_ids, strict=True):
-                if code == 0 and self.tracker.status(run_id) == "FINISHED":
-                    self._done(node, run_id, self.outcome.actions[node.id])
-                elif not self.stop_requested:
-                    self._end_unterminated(run_id, "FAILED")  # e.g. killed for memory
-                    self.blocked.add(node.id)
-                    self.outcome.failed.append(node.id)
-                    say(f"FAILED {node.id} (exit {code}); log: {item.log}")
-            if code != 0 and not self.stop_requested:
-                say("  " + "\n  ".join(tail(item.log, 5)))
-
-    def _done(self, node: Node, run_id: str, action: str) -> None:
-        self.outcome.run_ids[node.id] = run_id
-        self.outcome.actions[node.id] = action
-        verb = {"reuse": "reused", "resume": "resumed", "run": "done"}[action]
-        say(f"{verb:6} {node.id}  (run {run_id})")
-
-    def _log_node_output(self, item: Running) -> None:
-        # The log stays on disk; failing to copy it must not fail the study.
-        for run_id in item.run_ids:
-            with contextlib.suppress(mlflow.exceptions.MlflowException, OSError):
-                self.tracker.client.log_artifact(run_id, str(item.log), "logs")
-
-    def _stop(self) -> None:
-        """Preempt the running nodes: SIGTERM makes them checkpoint and end KILLED."""
-        self.outcome.stopped = True
-        for item in self.running.values():
-            with contextlib.suppress(ProcessLookupError):
-                os.killpg(item.process.pid, signal.SIGTERM)
-        deadline = time.monotonic() + STOP_GRACE_SECONDS
-        for item in self.running.values():
-            try:
-                item.process.wait(timeout=max(1.0, deadline - time.monotonic()))
-            except subprocess.TimeoutExpired:
-                os.killpg(item.process.pid, signal.SIGKILL)
-            self._log_node_output(item)
-            for run_id in item.run_ids:
-                self._end_unterminated(run_id, "KILLED")
-        self.running.clear()
-
-    def _end_unterminated(self, run_id: str, status: str) -> None:
-        """End a node's run that its process left RUNNING (it died before it could)."""
-        if not RunStatus.is_terminated(RunStatus.from_string(self.tracker.status(run_id))):
-            self.tracker.client.set_terminated(run_id, status)
-
-
-def tail(path: Path, lines: int) -> list[str]:
-    try:
-        return path.read_text(errors="replace").splitlines()[-lines:]
-    except OSError:
-        return []
-
-
-def say(text: str) -> None:
-    print(f"main: {text}", flush=True)
 
 
 # ----------------------------------------------------------------------------- the entry point
@@ -610,7 +205,7 @@ def fetch_evaluation(spec: StudySpec, run_id: str, folder: Path) -> None:
     mlflow.artifacts.download_artifacts(
         run_id=run_id, artifact_path=EVALUATION, dst_path=str(folder)
     )
-    say(f"tables and figures: {folder / 'evaluation'} (artifacts of evaluate run {run_id})")
+    say(f"tables and figures: {folder / EVALUATION} (artifacts of evaluate run {run_id})")
     say(f"browse the study: mlflow ui --backend-store-uri {absolute_tracking_uri()}")
 
 

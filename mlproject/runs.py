@@ -25,7 +25,6 @@ import json
 import os
 import sys
 import tempfile
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -38,7 +37,9 @@ from mlproject.contracts import (
     INIT_WEIGHTS,
     LATEST_CHECKPOINT,
     RESUMABLE,
+    TRAIN_DENSE,
     Tag,
+    request_type,
     rewind_file,
 )
 from mlproject.errors import EXIT_PREEMPTED, InputError, parse_int
@@ -67,18 +68,9 @@ from sparse_ticket.sparsity.masks import MaskError, load_mask
 CHECKPOINT_ENV = "SPARSE_TICKET_CHECKPOINT_DIR"
 
 
-@dataclass
-class TrainRequest:
-    """The entry point's parameters as the user gave them (strings, validated here)."""
-
-    game: str = "pong"
-    algo: str = "ddqn"
-    seed: str = "0"
-    total_steps: str = ""
-    preset: str = "default"
-    overrides: str = ""
-    resume: str = ""
-    checkpoint_dir: str = ""
+TrainRequest = request_type("TrainRequest", TRAIN_DENSE)
+"""The ``train-dense`` parameters as the user gave them (strings, validated here); the other
+training entry points' requests extend it."""
 
 
 def build_config(request: TrainRequest) -> TrainConfig:

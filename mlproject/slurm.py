@@ -25,53 +25,24 @@ from pathlib import Path
 
 import mlflow
 
-from mlproject.contracts import TRAIN_MEMBERS, Tag
+from mlproject.contracts import CONTAINERS, SLURM_SUBMIT, TRAIN_MEMBERS, Tag, request_type
+from mlproject.dag import Node
 from mlproject.errors import InputError, parse_int
-from mlproject.main import (
-    ENTRY_POINT,
-    PACKABLE,
-    PROJECT_ROOT,
-    StudyRequest,
-    Tracker,
-    absolute_tracking_uri,
-    evaluation_filter,
-    load,
-    members_per_task,
-    pack_key,
-    parse_bool,
-    resolve,
-    study_key,
-)
+from mlproject.main import ENTRY_POINT, StudyRequest, load, members_per_task, parse_bool
+from mlproject.node_keys import code_version, study_key
+from mlproject.node_runs import Tracker, absolute_tracking_uri, evaluation_filter, resolve
 from mlproject.runs import CHECKPOINT_ENV, TrainRequest, checkpoint_root
-from mlproject.study import Node, StudySpec, code_version
-from mlproject.train_members import describe_run
+from mlproject.scheduler import PROJECT_ROOT, pack_key
+from mlproject.study import StudySpec
+from mlproject.train_members import PACKABLE, describe_run
 
 SHARED_FILESYSTEMS = ("nfs", "nfs4", "lustre", "gpfs", "beegfs", "cifs", "smb2", "cephfs", "fuse")
 RUN_TASK = PROJECT_ROOT / "slurm" / "run-task.sh"
 STAGE_GROUPS = {"dense": "dense", "mask": "mask", "transfer": "train", "baseline": "train"}
 
 
-@dataclass
-class SubmitRequest:
-    """The launcher's options as the user gave them (strings, validated here)."""
-
-    preset: str = "paper"
-    container: str = "singularity"
-    image: str = ""
-    experiment: str = ""
-    partition: str = ""
-    account: str = ""
-    gpus: str = "1"
-    cpus_per_task: str = "4"
-    mem: str = "32G"
-    time: str = "24:00:00"
-    signal_seconds: str = "300"
-    max_running: str = ""
-    sbatch: tuple[str, ...] = ()
-    jobs_dir: str = "slurm_jobs"
-    checkpoint_dir: str = ""
-    dry_run: str = "false"
-    members_per_task: str = ""  # empty: the preset's (StudySpec.members_per_task)
+SubmitRequest = request_type("SubmitRequest", SLURM_SUBMIT)
+"""The launcher's options as the user gave them (strings, validated here)."""
 
 
 # ----------------------------------------------------------------------------- tracking
@@ -296,7 +267,7 @@ def parse_resources(request: SubmitRequest) -> Resources:
 
 
 def check_container(request: SubmitRequest) -> None:
-    if request.container not in ("none", "singularity", "apptainer"):
+    if request.container not in CONTAINERS:
         raise InputError(
             f"container must be singularity, apptainer or none, not {request.container!r}"
         )

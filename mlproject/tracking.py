@@ -26,7 +26,7 @@ from mlflow.entities import Metric as MlflowMetric
 from mlflow.entities import Param, RunStatus, RunTag
 
 from mlproject.contracts import CHECKPOINTS, CONFIG, LATEST_CHECKPOINT, Tag
-from sparse_ticket.runner import Metric
+from sparse_ticket.types import Metric
 
 TRACKED_PACKAGES = (
     "sparse-ticket",
@@ -118,7 +118,7 @@ def log_provenance(
 
 
 class MlflowSink:
-    """The runner's :class:`~sparse_ticket.runner.MetricSink` for one MLflow run.
+    """The runner's :class:`~sparse_ticket.metric_log.MetricSink` for one MLflow run.
 
     ``skip_until`` drops metric points at or before a step already logged: after a resume from
     a checkpoint the runner re-walks steps whose metrics were flushed before the interruption.

@@ -29,7 +29,7 @@ from typing import Any
 
 import torch
 
-from mlproject.contracts import TRANSFER, Tag
+from mlproject.contracts import TRANSFER, Tag, request_type
 from mlproject.errors import InputError
 from mlproject.runs import (
     TrainRequest,
@@ -41,9 +41,9 @@ from mlproject.runs import (
     resume,
     run_id_of,
 )
+from sparse_ticket.building import probe_parameters
 from sparse_ticket.checkpoint import CheckpointError, load_weights
 from sparse_ticket.config import TrainConfig
-from sparse_ticket.runner import probe_parameters
 from sparse_ticket.sparsity.masks import MaskError, check_compatible, sparsity_report
 from sparse_ticket.transfer import (
     ADAPT_REGIMES,
@@ -59,15 +59,8 @@ from sparse_ticket.transfer import (
 ENTRY_POINT = TRANSFER
 
 
-@dataclass
-class TransferRequest(TrainRequest):
-    """``train-dense``'s parameters plus the transfer ones (strings, validated here)."""
-
-    mask: str = ""
-    weights: str = "ticket"
-    adapt: str = "none"
-    final_sparsity: str = ""
-    baseline: str = ""
+TransferRequest = request_type("TransferRequest", TRANSFER, base=TrainRequest)
+"""``train-dense``'s parameters plus the transfer ones (strings, validated here)."""
 
 
 @dataclass

@@ -29,12 +29,19 @@ import numpy as np
 import torch
 
 from sparse_ticket.config import TrainConfig
-from sparse_ticket.runner import MetricSink, Runner
+from sparse_ticket.metric_log import MetricSink
+from sparse_ticket.runner import Runner
 from sparse_ticket.sparsity.allocation import magnitude_prune, random_like
 from sparse_ticket.sparsity.masks import Mask, prunable_names
 from sparse_ticket.sparsity.schedules import imp_levels
 from sparse_ticket.stats.bootstrap import interquartile_mean
 from sparse_ticket.types import Weights
+
+TICKET_METHODS = ("imp", "gmp", "random")
+"""How a ``find-mask`` run finds its masks: IMP with rewinding, GMP, or the random control."""
+RANDOM_WEIGHTS = ("ticket", "reinit")
+"""What a random mask made from a template is put over: the template's ticket weights (Frankle
+& Carbin 2019's random-pruning control) or a fresh init."""
 
 
 @dataclass

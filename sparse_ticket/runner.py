@@ -14,128 +14,33 @@ flag; the loop then writes a checkpoint and returns ``"preempted"`` at the next 
 
 from __future__ import annotations
 
-import json
-import math
 import signal
-import time
 from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any
 
 import numpy as np
 import torch
 from tqdm import tqdm
 
 from sparse_ticket.agents import make_agent
-from sparse_ticket.checkpoint import CheckpointError, CheckpointManager, load_checkpoint
+from sparse_ticket.building import make_replay
+from sparse_ticket.checkpoint import CheckpointManager, load_checkpoint
 from sparse_ticket.clock import crossed, linear_schedule
-from sparse_ticket.config import RunConfig, TrainConfig, flatten
-from sparse_ticket.envs import EpisodicVecEnv, make_env
+from sparse_ticket.config import TrainConfig
+from sparse_ticket.envs import make_env
 from sparse_ticket.envs.base import StepResult
+from sparse_ticket.metric_log import MetricLog, MetricSink, NullSink
 from sparse_ticket.metrics.plasticity import PlasticityProbe
-from sparse_ticket.replay import DeviceFrameReplay, FrameReplay
+from sparse_ticket.rollouts import evaluate_policy, score_metrics
+from sparse_ticket.run_state import bundle, unbundle
 from sparse_ticket.seeding import derive_seed
 from sparse_ticket.sparsity.controller import SparsityController
 from sparse_ticket.sparsity.masks import Mask
-from sparse_ticket.stats.bootstrap import interquartile_mean
-from sparse_ticket.types import Metric
+from sparse_ticket.transfer import merge_weights
 
-
-class MetricSink(Protocol):
-    """Where the runner's metrics and checkpoints go (the MLflow layer implements it)."""
-
-    def write(self, metrics: list[Metric]) -> None:
-        """Record one logging interval's metrics (one call per interval)."""
-
-    def on_checkpoint(self, path: Path, step: int) -> None:
-        """A complete checkpoint for ``step`` now exists at ``path``."""
-
-    def on_evaluation(self, history: list[dict[str, Any]]) -> None:
-        """The evaluation history so far: ``[{"step": s, "scores": [...]}, ...]``."""
-
-
-class NullSink:
-    """Discards everything (library use and benchmarks)."""
-
-    def write(self, metrics: list[Metric]) -> None:
-        pass
-
-    def on_checkpoint(self, path: Path, step: int) -> None:
-        pass
-
-    def on_evaluation(self, history: list[dict[str, Any]]) -> None:
-        pass
-
-
-def evaluate_policy(
-    agent: Any, env: EpisodicVecEnv, episodes: int, epsilon: float, rng: np.random.Generator
-) -> np.ndarray:
-    """Raw scores (episodes,) of ``episodes`` complete episodes of the epsilon-greedy policy.
-
-    Each sub-env owes a fixed quota of episodes, decided up front, so short episodes are not
-    over-represented (taking the first n episodes to finish would bias towards them).
-    """
-    quota = np.full(env.num_envs, episodes // env.num_envs)
-    quota[: episodes % env.num_envs] += 1
-    scores: list[list[float]] = [[] for _ in range(env.num_envs)]
-    obs = env.reset()
-    while any(len(s) < q for s, q in zip(scores, quota, strict=True)):
-        # A sub-env ending its last owed episode is not reset: no one plays the next one.
-        owed = quota - np.array([len(s) for s in scores])
-        result = env.step(agent.act(obs, epsilon, rng), reset=owed > 1)
-        for episode in result.finished:
-            if len(scores[episode.env_index]) < quota[episode.env_index]:
-                scores[episode.env_index].append(episode.score)
-        obs = result.obs
-    return np.array([score for per_env in scores for score in per_env], dtype=np.float64)
-
-
-def merge_weights(agent: Any, partial: Mapping[str, Mapping[str, Any]]) -> dict[str, Any]:
-    """The agent's own weights with every tensor ``partial`` names replaced.
-
-    A transfer passes only encoder tensors: the value head keeps the target's fresh init
-    (Sabatelli & Geurts 2021 re-initialise it for the target's action set).
-    """
-    merged = agent.weights_state_dict()
-    for role, tensors in partial.items():
-        if role not in merged:
-            raise ValueError(f"weights for role {role!r}, the agent has {sorted(merged)}")
-        merged[role].update(tensors)
-    return merged
-
-
-def probe_parameters(config: TrainConfig) -> dict[str, torch.Tensor]:
-    """The agent parameters (flat ``role.param`` names) a run of ``config`` would train.
-
-    Builds a one-env backend just to learn the observation shape and action count, so a mask or
-    weights file can be checked against the architecture before any run starts.
-    """
-    env = make_env(config.game, config.env, seed=0, num_envs=1)
-    try:
-        agent = make_agent(config.agent, env.obs_shape, env.num_actions, "cpu")
-    finally:
-        env.close()
-    return agent.named_parameters()
-
-
-def make_replay(
-    run: RunConfig, num_envs: int, frame_shape: tuple[int, ...], stack: int, seed: int
-) -> FrameReplay:
-    """The replay of ``run.replay_device``: sampled on the host, or on the training device.
-
-    Both draw the same batches from the same seed (the device one mirrors the frames on the
-    device and gathers there, so an update copies indices instead of 1.8 MB of Atari frames).
-    """
-    device = torch.device(run.device)
-    on_device = run.replay_device == "device" or (
-        run.replay_device == "auto"
-        and device.type == "cuda"
-        and DeviceFrameReplay.fits(run.replay_capacity, num_envs, frame_shape, device)
-    )
-    if on_device:
-        return DeviceFrameReplay(run.replay_capacity, num_envs, frame_shape, stack, seed, device)
-    return FrameReplay(run.replay_capacity, num_envs, frame_shape, stack, seed=seed)
+__all__ = ["Runner", "stop_on_signals"]
 
 
 @contextmanager
@@ -179,10 +84,39 @@ class Runner:
         self.config = config
         self.sink: MetricSink = sink or NullSink()
         self.progress = progress
-        run = config.run
-        if run.torch_threads:
-            torch.set_num_threads(run.torch_threads)
+        self.early_stop = early_stop
+        if config.run.torch_threads:
+            torch.set_num_threads(config.run.torch_threads)
         torch.manual_seed(derive_seed(config.seed, "torch"))
+        self._build_envs()
+        self._build_agent(initial_weights, initial_mask)
+        self.replay = make_replay(
+            config.run,
+            self.env.num_envs,
+            self.env.frame_shape,
+            config.env.frame_stack,
+            derive_seed(config.seed, "replay"),
+        )
+        self.act_rng = np.random.default_rng(derive_seed(config.seed, "explore"))
+        self.checkpoints = CheckpointManager(checkpoint_dir, keep=config.run.keep_checkpoints)
+        self.log = MetricLog(self.sink)
+        """Metrics since the last flush (:mod:`sparse_ticket.metric_log`)."""
+        # The loop's state: everything below is checkpointed (save_checkpoint / resume).
+        self.probe: PlasticityProbe | None = None
+        self.episode_scores: list[float] = []
+        self.step = 0
+        self.updates = 0
+        self.update_debt = 0.0
+        self.eval_history: list[dict[str, Any]] = []
+        self.obs: np.ndarray | None = None
+        self._stop: dict[str, Any] = {"stop": False}  # set by a signal (see stop_on_signals)
+        self.last_epsilon: float | None = None
+        """The epsilon of the last collected step (logged as ``train/epsilon``)."""
+        self.stopped_early = False
+
+    def _build_envs(self) -> None:
+        """The training envs and the evaluation envs, each from its own seed stream."""
+        config, run = self.config, self.config.run
         self.env = make_env(config.game, config.env, derive_seed(config.seed, "train-env"))
         self.eval_env = make_env(
             config.game,
@@ -191,6 +125,13 @@ class Runner:
             num_envs=min(run.eval_envs, run.eval_episodes),
             max_episode_frames=run.eval_max_frames,
         )
+
+    def _build_agent(
+        self, initial_weights: Mapping[str, Any] | None, initial_mask: Mask | None
+    ) -> None:
+        """The agent (from its init stream, or ``initial_weights``), its sparsity regime and
+        the rewind point of step 0."""
+        config, run = self.config, self.config.run
         self.device = torch.device(run.device)
         self.agent = make_agent(
             config.agent,
@@ -213,30 +154,6 @@ class Runner:
         self.rewind_weights = (
             self.agent.weights_state_dict() if config.sparsity.imp_rewind_step == 0 else None
         )
-        self.early_stop = early_stop
-        self.probe: PlasticityProbe | None = None
-        self.episode_scores: list[float] = []
-        self.replay = make_replay(
-            run,
-            self.env.num_envs,
-            self.env.frame_shape,
-            config.env.frame_stack,
-            derive_seed(config.seed, "replay"),
-        )
-        self.act_rng = np.random.default_rng(derive_seed(config.seed, "explore"))
-        self.checkpoints = CheckpointManager(checkpoint_dir, keep=run.keep_checkpoints)
-        self.step = 0
-        self.updates = 0
-        self.update_debt = 0.0
-        self.eval_history: list[dict[str, Any]] = []
-        self.obs: np.ndarray | None = None
-        self._pending: list[Metric] = []
-        self._update_stats: list[dict[str, torch.Tensor]] = []
-        self._interval_start = (0, time.perf_counter())
-        self._stop: dict[str, Any] = {"stop": False}  # set by a signal (see stop_on_signals)
-        self.last_epsilon: float | None = None
-        """The epsilon of the last collected step (logged as ``train/epsilon``)."""
-        self.stopped_early = False
 
     # ----------------------------------------------------------------------------- lifecycle
     def initial_weights(self) -> dict[str, Any]:
@@ -255,25 +172,7 @@ class Runner:
         if path is None:
             return 0
         tensors, state, replay_state = load_checkpoint(path)
-        if state.get("config") != _jsonable(flatten(self.config)):
-            raise CheckpointError(f"checkpoint {path} was written by a different configuration")
-        try:
-            # The checkpoint's mask first: loading weights re-applies the agent's current mask,
-            # which must not be the fresh run's step-0 mask (SET/RigL have moved on since).
-            self.sparsity.load_state_dict(tensors["sparsity"])
-            self.agent.load_state_dict(tensors["agent"])
-        except (KeyError, RuntimeError, ValueError) as error:
-            raise CheckpointError(f"checkpoint {path} does not fit this agent: {error}") from None
-        torch.set_rng_state(tensors["torch_rng"])
-        self.rewind_weights = tensors["rewind"]
-        if tensors.get("probe") is not None:
-            self.probe = PlasticityProbe.from_state_dict(tensors["probe"])
-        self.episode_scores = state["episode_scores"]
-        self.act_rng.bit_generator.state = state["act_rng"]
-        self.step, self.updates = state["step"], state["updates"]
-        self.update_debt = state["update_debt"]
-        self.eval_history = state["eval_history"]
-        self.obs = self.env.load_state_dict(state["env"])
+        unbundle(self, tensors, state, where=str(path))
         if replay_state is not None:
             self.replay.load_state_dict(replay_state)
         else:
@@ -293,23 +192,7 @@ class Runner:
         ``include_replay`` defaults to ``run.checkpoint_replay``; the final checkpoint of a
         finished run leaves the replay out (nothing will learn from it again).
         """
-        tensors = {
-            "agent": self.agent.state_dict(),
-            "torch_rng": torch.get_rng_state(),
-            "sparsity": self.sparsity.state_dict(),
-            "rewind": self.rewind_weights,
-            "probe": self.probe.state_dict() if self.probe is not None else None,
-        }
-        state = {
-            "step": self.step,
-            "updates": self.updates,
-            "update_debt": self.update_debt,
-            "act_rng": self.act_rng.bit_generator.state,
-            "env": self.env.state_dict(),
-            "eval_history": self.eval_history,
-            "episode_scores": self.episode_scores,
-            "config": _jsonable(flatten(self.config)),
-        }
+        tensors, state = bundle(self)
         if include_replay is None:
             include_replay = self.config.run.checkpoint_replay
         replay = self.replay.state_dict() if include_replay else None
@@ -339,14 +222,14 @@ class Runner:
         if self.obs is None:
             self.obs = self.env.reset()
             self._start_replay_episodes()
-            self._pending.extend(self.sparsity.metrics(0))
+            self.log.extend(self.sparsity.metrics(0))
             if self.config.run.eval_every:
                 self._evaluate()
         self.start_interval()
 
     def start_interval(self) -> None:
         """Start a metric interval now (its steps/s is measured from here to the next flush)."""
-        self._interval_start = (self.step, time.perf_counter())
+        self.log.start_interval(self.step)
 
     def share_stop_flag(self, flag: dict[str, Any]) -> None:
         """Stop on ``flag`` (a population's: one signal stops every member at once)."""
@@ -400,8 +283,8 @@ class Runner:
         self.step += self.env.num_envs
         for episode in result.finished:
             self.episode_scores.append(episode.score)
-            self._pending.append(("train/episode_score", episode.score, self.step))
-            self._pending.append(("train/episode_length", float(episode.length), self.step))
+            self.log.add("train/episode_score", episode.score, self.step)
+            self.log.add("train/episode_length", float(episode.length), self.step)
         if result.finished and self.early_stop is not None:
             self.stopped_early = self.early_stop(self.episode_scores)
 
@@ -419,7 +302,7 @@ class Runner:
 
     def record_update(self, stats: dict[str, torch.Tensor]) -> None:
         """Keep one update's device-side metrics until the next flush (no host sync here)."""
-        self._update_stats.append(stats)
+        self.log.update_stats.append(stats)
         self.updates += 1
 
     def _learn(self) -> None:
@@ -431,7 +314,7 @@ class Runner:
         schedule, target sync, evaluation, plasticity probe, metric flush, checkpoint."""
         run = self.config.run
         self._snapshot_rewind_point(previous)
-        self._pending.extend(self.sparsity.step(previous, self.step, self.sample_batch))
+        self.log.extend(self.sparsity.step(previous, self.step, self.sample_batch))
         if crossed(previous, self.step, self.config.agent.target_update):
             self.agent.sync_target()
         if crossed(previous, self.step, run.eval_every):
@@ -452,7 +335,7 @@ class Runner:
             batch = self.replay.sample(self.config.run.plasticity_probe_size, rng)
             self.probe = PlasticityProbe(batch)
         for key, value in self.probe.measure(self.agent).items():
-            self._pending.append((f"plasticity/{key}", value, self.step))
+            self.log.add(f"plasticity/{key}", value, self.step)
 
     def sample_batch(self) -> Any:
         """One training batch from the replay (the runner's own sampling stream)."""
@@ -460,6 +343,7 @@ class Runner:
 
     # ------------------------------------------------------------------- evaluation, metrics
     def _evaluate(self) -> None:
+        """Evaluate the policy now, from seeds of this step only (a resume evaluates the same)."""
         run = self.config.run
         rng = np.random.default_rng(derive_seed(self.config.seed, "eval-act", self.step))
         self.eval_env.seed = derive_seed(self.config.seed, "eval-env", self.step)
@@ -468,54 +352,15 @@ class Runner:
             self.agent, self.eval_env, run.eval_episodes, run.eval_epsilon, rng
         )
         self.eval_history.append({"step": self.step, "scores": scores.tolist()})
-        for key, value in {
-            "eval/score_mean": scores.mean(),
-            "eval/score_iqm": interquartile_mean(scores),
-            "eval/score_median": np.median(scores),
-            "eval/score_std": scores.std(),
-            "eval/score_min": scores.min(),
-            "eval/score_max": scores.max(),
-        }.items():
-            self._pending.append((key, float(value), self.step))
+        for key, value in score_metrics(scores).items():
+            self.log.add(key, value, self.step)
         self.sink.on_evaluation(self.eval_history)
 
     def flush_metrics(self) -> None:
-        """Reduce the interval's update stats (one host sync) and hand all metrics to the sink.
-
-        The per-interval figures are written once per step: a second flush at the same step
-        (a log and a checkpoint interval that coincide, or the final evaluation) only hands on
-        what is pending, so no point is logged twice.
-        """
-        start_step, start_time = self._interval_start
-        now = time.perf_counter()
-        if self.step > start_step:
-            self._pending.append(
-                (
-                    "perf/steps_per_sec",
-                    (self.step - start_step) / max(now - start_time, 1e-9),
-                    self.step,
-                )
-            )
-            if self._update_stats:
-                for key in self._update_stats[0]:
-                    mean = torch.stack([s[key] for s in self._update_stats]).float().mean().item()
-                    if math.isfinite(mean):
-                        self._pending.append((f"train/{key}", mean, self.step))
-                self._update_stats = []
-            if self.last_epsilon is not None:
-                self._pending.append(("train/epsilon", self.last_epsilon, self.step))
-            self._pending.append(("train/updates", float(self.updates), self.step))
-            self._pending.append(("progress/step", float(self.step), self.step))
-            self._interval_start = (self.step, now)
-        if self._pending:
-            self.sink.write(self._pending)
-            self._pending = []
+        """Hand the interval's metrics to the sink (:meth:`MetricLog.flush`; one host sync)."""
+        self.log.flush(self.step, self.updates, self.last_epsilon)
 
     def close(self) -> None:
+        """Close the training and evaluation envs."""
         self.env.close()
         self.eval_env.close()
-
-
-def _jsonable(values: dict[str, Any]) -> dict[str, Any]:
-    """Round-trip through JSON so comparisons match what a checkpoint stored."""
-    return json.loads(json.dumps(values))

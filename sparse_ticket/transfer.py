@@ -9,12 +9,16 @@ functions on masks and ``{role: state_dict}`` weights; the runner does the rest 
 from __future__ import annotations
 
 from collections.abc import Mapping
+from typing import TYPE_CHECKING, Any
 
 import torch
 
 from sparse_ticket.config import SparsityConfig
 from sparse_ticket.sparsity.allocation import random_like
 from sparse_ticket.sparsity.masks import Mask, sparsity_report
+
+if TYPE_CHECKING:
+    from sparse_ticket.agents import Agent
 
 ADAPT_REGIMES = {"none": "static", "gmp": "gmp", "set": "set", "rigl": "rigl"}
 WEIGHT_MODES = ("ticket", "trained", "reinit")
@@ -37,6 +41,20 @@ def encoder_weights(weights: Mapping[str, Mapping[str, torch.Tensor]]) -> dict:
         role: {name: t for name, t in sd.items() if name.startswith("encoder.")}
         for role, sd in weights.items()
     }
+
+
+def merge_weights(agent: Agent, partial: Mapping[str, Mapping[str, Any]]) -> dict[str, Any]:
+    """The agent's own weights with every tensor ``partial`` names replaced.
+
+    A transfer passes only encoder tensors: the value head keeps the target's fresh init
+    (Sabatelli & Geurts 2021 re-initialise it for the target's action set).
+    """
+    merged = agent.weights_state_dict()
+    for role, tensors in partial.items():
+        if role not in merged:
+            raise ValueError(f"weights for role {role!r}, the agent has {sorted(merged)}")
+        merged[role].update(tensors)
+    return merged
 
 
 def adapt_config(sparsity: SparsityConfig, adapt: str, mask: Mask, final: float | None) -> None:

@@ -14,7 +14,7 @@ import pytest
 import torch
 
 from sparse_ticket.agents import Agent, make_agent
-from sparse_ticket.agents.base import ADAM_MOMENTS
+from sparse_ticket.agents.masking import ADAM_MOMENTS
 from sparse_ticket.config import AgentConfig
 from sparse_ticket.replay import ReplayBatch
 from tests.test_agents import make_batch as agents_batch

@@ -11,7 +11,7 @@ from sparse_ticket.config import EnvConfig
 from sparse_ticket.envs import available_games, episode_seed, make_env
 from sparse_ticket.envs.atari import normalise_game
 from sparse_ticket.replay import FrameReplay
-from sparse_ticket.runner import evaluate_policy
+from sparse_ticket.rollouts import evaluate_policy
 
 
 @pytest.mark.parametrize(

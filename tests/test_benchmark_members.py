@@ -1,8 +1,9 @@
-"""The population figures of ``benchmarks/throughput.py`` (``--members``), on a tiny MinAtar run."""
+"""The population figures of ``benchmarks/throughput/`` (``--members``), on a tiny MinAtar run."""
 
 from __future__ import annotations
 
 import functools
+import importlib
 import json
 import os
 import subprocess
@@ -10,9 +11,10 @@ import sys
 
 import pytest
 
-from tests.conftest import ROOT, load_benchmark_script
+from tests.conftest import ROOT
 
-SCRIPT = ROOT / "benchmarks" / "throughput.py"
+SCRIPT = ROOT / "benchmarks" / "throughput"
+"""The benchmark package, run as a folder (its ``__main__.py``)."""
 MINATAR = "env.suite=minatar agent.encoder=minatar env.frame_stack=1"
 LEARNING_STARTS = 400
 """Below --quick's replay fill, to keep the test short (well above the batch of 32)."""
@@ -20,17 +22,26 @@ LEARNING_STARTS = 400
 
 @functools.cache
 def load_benchmark():
-    """The benchmark script as a module (it is not part of a package)."""
-    return load_benchmark_script("throughput")
+    """The benchmark package (``parse_args`` and the report formatters are at its top)."""
+    return importlib.import_module("benchmarks.throughput")
+
+
+def run_script(args: list[str], timeout: int) -> subprocess.CompletedProcess:
+    """``python benchmarks/throughput ARGS``, its output captured as text."""
+    return subprocess.run(
+        [sys.executable, str(SCRIPT), *args],
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        env={**os.environ, "PYTHONPATH": str(ROOT)},
+    )
 
 
 @pytest.fixture(scope="module")
 def population_result() -> dict:
     """``--quick --members 1,2 --batching loop,vmap --json`` on MinAtar Breakout (a few seconds)."""
-    result = subprocess.run(
+    result = run_script(
         [
-            sys.executable,
-            str(SCRIPT),
             "--game",
             "breakout",
             "--overrides",
@@ -46,10 +57,7 @@ def population_result() -> dict:
             "loop,vmap",
             "--json",
         ],
-        capture_output=True,
-        text=True,
         timeout=120,
-        env={**os.environ, "PYTHONPATH": str(ROOT)},
     )
     assert result.returncode == 0, result.stderr
     return json.loads(result.stdout)  # stdout is the JSON object alone
@@ -124,13 +132,7 @@ def test_members_and_batching_are_parsed_and_checked():
 
 
 def test_unknown_study_is_one_line_error():
-    result = subprocess.run(
-        [sys.executable, str(SCRIPT), "--members", "1", "--study", "no-such-study"],
-        capture_output=True,
-        text=True,
-        timeout=60,
-        env={**os.environ, "PYTHONPATH": str(ROOT)},
-    )
+    result = run_script(["--members", "1", "--study", "no-such-study"], timeout=60)
     assert result.returncode == 2
     assert result.stderr.startswith("error: --study no-such-study")
     assert len(result.stderr.strip().splitlines()) == 1

@@ -17,7 +17,8 @@ import mlflow
 import pytest
 import torch
 
-from mlproject.study import build_dag, load_study
+from mlproject.dag import build_dag
+from mlproject.study import load_study
 from tests.conftest import run_cli, use_store
 
 pytestmark = pytest.mark.integration

@@ -2,11 +2,22 @@
 
 from __future__ import annotations
 
+import dataclasses
 import re
 from pathlib import Path
 
-from mlproject import contracts
+import click
+import yaml
+
+from mlproject import contracts, study
+from mlproject.cli import cli
 from mlproject.contracts import Tag
+from mlproject.find_mask import FindMaskRequest
+from mlproject.main import StudyRequest
+from mlproject.runs import TrainRequest
+from mlproject.slurm import SubmitRequest
+from mlproject.transfer import TransferRequest
+from sparse_ticket import config, transfer
 
 MLPROJECT = Path(__file__).resolve().parents[1] / "mlproject"
 
@@ -43,3 +54,63 @@ def test_artifact_paths_by_hand():
     assert contracts.rewind_file(20_000) == "step_20000.pt"
     assert contracts.checkpoint_weights("final.pt") == "checkpoints/final.pt"
     assert contracts.run_uri("abc", "sparsity_0.80/mask.pt") == "runs:/abc/sparsity_0.80/mask.pt"
+
+
+# ---------------------------------------------------------------------------- parameters
+ENTRY_POINTS = yaml.safe_load((MLPROJECT.parent / "MLproject").read_text())["entry_points"]
+
+
+def test_mlproject_declares_exactly_the_contracts_parameters_with_their_defaults():
+    assert set(ENTRY_POINTS) == set(contracts.MLPROJECT_ENTRY_POINTS)
+    for entry_point, spec in ENTRY_POINTS.items():
+        declared = {name: p.get("default") for name, p in spec["parameters"].items()}
+        mine = {
+            p.name: None if p.required else p.default
+            for p in contracts.PARAMETERS[entry_point]
+            if not p.cli_only
+        }
+        assert declared == mine, entry_point
+        assert all(p["type"] == "string" for p in spec["parameters"].values()), entry_point
+
+
+def test_the_command_line_options_are_made_from_the_contract():
+    commands = {**cli.commands, contracts.SLURM_SUBMIT: cli.commands["slurm"].commands["submit"]}
+    for entry_point, params in contracts.PARAMETERS.items():
+        options = [p for p in commands[entry_point].params if isinstance(p, click.Option)]
+        assert [o.name for o in options] == [p.name for p in params], entry_point
+        for option, param in zip(options, params, strict=True):
+            assert option.opts == [param.flag]
+            assert option.required == param.required
+            if not param.required:
+                assert option.default == param.default, (entry_point, param.name)
+
+
+def test_the_request_types_are_made_from_the_contract():
+    requests = {
+        contracts.TRAIN_DENSE: TrainRequest,
+        contracts.FIND_MASK: FindMaskRequest,
+        contracts.TRANSFER: TransferRequest,
+        contracts.MAIN: StudyRequest,
+        contracts.SLURM_SUBMIT: SubmitRequest,
+    }
+    for entry_point, request in requests.items():
+        fields = {f.name: f.default for f in dataclasses.fields(request)}
+        assert contracts.defaults(entry_point).items() <= fields.items(), entry_point
+    # find-mask and transfer requests are training requests: build_config reads them alike
+    assert issubclass(FindMaskRequest, TrainRequest) and issubclass(TransferRequest, TrainRequest)
+    assert TransferRequest(game="breakout").preset == "default"
+
+
+def test_allowed_values_are_the_librarys_own_lists():
+    # the help of an option lists the very tuple the library checks against, not a copy
+    choices = {
+        (p.name, ep): p.choices for ep, ps in contracts.PARAMETERS.items() for p in ps if p.choices
+    }
+    assert choices[("algo", contracts.TRAIN_DENSE)] is config.ALGOS
+    assert choices[("scope", contracts.FIND_MASK)] is config.SCOPES
+    assert choices[("allocation", contracts.FIND_MASK)] is config.ALLOCATIONS
+    assert choices[("baseline", contracts.TRANSFER)] is transfer.BASELINES
+    assert choices[("weights", contracts.TRANSFER)] is transfer.WEIGHT_MODES
+    assert study.MASK_METHODS == ("imp", "gmp")
+    param = next(p for p in contracts.PARAMETERS[contracts.TRANSFER] if p.name == "weights")
+    assert param.help_text().endswith("One of: ticket, trained, reinit.")

@@ -10,21 +10,13 @@ import numpy as np
 import pytest
 
 from mlproject.cli import main
+from mlproject.conditions import Condition
 from mlproject.errors import InputError
-from mlproject.evaluate import (
-    Comparison,
-    Condition,
-    Summary,
-    dense_final_scores,
-    evaluate_study,
-    metric_curves,
-    scope_runs,
-    ticket_figures,
-    ticket_levels,
-    transfer_grids,
-    windowed_episode_curve,
-)
+from mlproject.evaluate import evaluate_study
 from mlproject.figures import DENSE_LABEL
+from mlproject.study_data import metric_curves, scope_runs, ticket_levels, windowed_episode_curve
+from mlproject.study_outputs import dense_final_scores, ticket_figures, transfer_grids
+from mlproject.summaries import Comparison, Summary
 from tests.test_cli_errors import _assert_clean_failure
 
 STEPS = (0, 100, 200)

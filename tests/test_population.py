@@ -22,7 +22,8 @@ from sparse_ticket.agents.population import Population, resolve_batching
 from sparse_ticket.checkpoint import load_checkpoint
 from sparse_ticket.config import AgentConfig, TrainConfig, apply_overrides
 from sparse_ticket.population_runner import PopulationRunner
-from sparse_ticket.runner import Metric, Runner
+from sparse_ticket.runner import Runner
+from sparse_ticket.types import Metric
 from tests.test_agents import make_batch
 
 MINATAR = (10, 10, 10)

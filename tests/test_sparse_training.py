@@ -7,8 +7,9 @@ import torch
 
 from mlproject.presets import load_preset
 from sparse_ticket.config import TrainConfig, apply_overrides
-from sparse_ticket.runner import Metric, Runner
+from sparse_ticket.runner import Runner
 from sparse_ticket.sparsity.masks import sparsity_report
+from sparse_ticket.types import Metric
 
 
 class Recorder:

@@ -7,10 +7,12 @@ from pathlib import Path
 
 import pytest
 
+from mlproject.dag import Node, build_dag, dag_size
 from mlproject.errors import InputError
-from mlproject.main import StudyRequest, load, members_per_task, node_key, plan
+from mlproject.main import StudyRequest, load, members_per_task, plan
+from mlproject.node_keys import code_version, node_key
 from mlproject.presets import load_preset, preset_names, study_preset_names
-from mlproject.study import Node, build_dag, code_version, dag_size, load_study
+from mlproject.study import load_study
 from sparse_ticket.config import ConfigError
 
 ROOT = Path(__file__).resolve().parents[1]

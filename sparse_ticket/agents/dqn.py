@@ -6,12 +6,12 @@ from typing import TYPE_CHECKING
 
 import torch
 
-from sparse_ticket.agents.base import Agent, make_target
+from sparse_ticket.agents.base import Agent
+from sparse_ticket.agents.steps import make_target
 from sparse_ticket.agents.targets import double_q_target, td_loss
 from sparse_ticket.nets import ValueNetwork
 
 if TYPE_CHECKING:
-    from sparse_ticket.config import AgentConfig
     from sparse_ticket.replay import ReplayBatch
 
 __all__ = ["DDQN"]
@@ -28,16 +28,9 @@ class DDQN(Agent):
 
     algo = "ddqn"
 
-    def __init__(
-        self,
-        config: AgentConfig,
-        obs_shape: tuple[int, ...],
-        num_actions: int,
-        device: torch.device | str = "cpu",
-        init_seed: int | None = None,
-    ) -> None:
-        super().__init__(config, obs_shape, num_actions, device, init_seed)
-        self.q = self._build("q", num_actions)
+    def _build_networks(self) -> None:
+        """The online Q network, its target copy and its Adam."""
+        self.q = self._build("q", self.num_actions)
         self.q_target = make_target(self.q)
         self.q_optimizer = self._optimizer(self.q)
 

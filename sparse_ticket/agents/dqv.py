@@ -18,12 +18,12 @@ from typing import TYPE_CHECKING
 
 import torch
 
-from sparse_ticket.agents.base import Agent, make_target
+from sparse_ticket.agents.base import Agent
+from sparse_ticket.agents.steps import make_target
 from sparse_ticket.agents.targets import dqv_max_v_target, dqv_target, td_loss
 from sparse_ticket.nets import ValueNetwork
 
 if TYPE_CHECKING:
-    from sparse_ticket.config import AgentConfig
     from sparse_ticket.replay import ReplayBatch
 
 __all__ = ["DQV", "DQVMax"]
@@ -42,17 +42,10 @@ class _QualityValueAgent(Agent):
       tells whether any clipping happened.
     """
 
-    def __init__(
-        self,
-        config: AgentConfig,
-        obs_shape: tuple[int, ...],
-        num_actions: int,
-        device: torch.device | str = "cpu",
-        init_seed: int | None = None,
-    ) -> None:
-        super().__init__(config, obs_shape, num_actions, device, init_seed)
+    def _build_networks(self) -> None:
+        """Online Q and V networks, one Adam each; subclasses add the target they bootstrap on."""
         # Each role draws its init from its own stream: V's does not depend on Q's head size.
-        self.q = self._build("q", num_actions)
+        self.q = self._build("q", self.num_actions)
         self.v = self._build("v", 1)
         self.q_optimizer = self._optimizer(self.q)
         self.v_optimizer = self._optimizer(self.v)
@@ -119,15 +112,8 @@ class DQV(_QualityValueAgent):
 
     algo = "dqv"
 
-    def __init__(
-        self,
-        config: AgentConfig,
-        obs_shape: tuple[int, ...],
-        num_actions: int,
-        device: torch.device | str = "cpu",
-        init_seed: int | None = None,
-    ) -> None:
-        super().__init__(config, obs_shape, num_actions, device, init_seed)
+    def _build_networks(self) -> None:
+        super()._build_networks()
         self.v_target = make_target(self.v)
 
     def target_networks(self) -> dict[str, ValueNetwork]:
@@ -152,15 +138,8 @@ class DQVMax(_QualityValueAgent):
 
     algo = "dqv-max"
 
-    def __init__(
-        self,
-        config: AgentConfig,
-        obs_shape: tuple[int, ...],
-        num_actions: int,
-        device: torch.device | str = "cpu",
-        init_seed: int | None = None,
-    ) -> None:
-        super().__init__(config, obs_shape, num_actions, device, init_seed)
+    def _build_networks(self) -> None:
+        super()._build_networks()
         self.q_target = make_target(self.q)
 
     def target_networks(self) -> dict[str, ValueNetwork]:

@@ -10,7 +10,7 @@ masks and initial weights), so :class:`Population` steps K of them together:
   own optimisers share its per-parameter state, so ``member.state_dict()``, resets of Adam
   moments (SET/RigL regrowth) and checkpoints work on a member exactly as alone.
 * **Per-member masks and clipping.** Each member's gradients are masked by its own masks and
-  clipped by its own global norm, per network, as :func:`~sparse_ticket.agents.base.optimizer_step`
+  clipped by its own global norm, per network, as :func:`~sparse_ticket.agents.steps.optimizer_step`
   does alone; the masks are the members' (``member.set_masks``), so every sparsity decision is
   taken within one member and never across members.
 * **Two ways to batch the arithmetic** (``batching``):
@@ -41,11 +41,12 @@ import numpy as np
 import torch
 from torch.func import functional_call, vmap
 
-from sparse_ticket.agents.base import Agent, explore_draws
+from sparse_ticket.agents.base import Agent
+from sparse_ticket.agents.steps import explore_draws
 from sparse_ticket.replay import ReplayBatch
 
 if TYPE_CHECKING:
-    from sparse_ticket.agents.base import MaskedParameters
+    from sparse_ticket.agents.masking import MaskedParameters
 
 __all__ = ["BATCHING", "Population", "resolve_batching"]
 

@@ -24,34 +24,21 @@ Per slot ``p`` of an env:
 
 from __future__ import annotations
 
-import json
 import math
 from collections.abc import Mapping
-from typing import Any, NamedTuple
+from typing import Any
 
 import numpy as np
 import torch
 
+from sparse_ticket.replay.scratch import SampleScratch, allocate_scratch
+from sparse_ticket.replay.state import Geometry, load_replay_state, replay_state
 from sparse_ticket.types import ReplayBatch
 
 __all__ = ["FrameReplay", "ReplayBatch"]
 
 _ACTION_DTYPE = np.int16
 """Largest action id is 32767: ALE has 18 actions, and two bytes keep metadata far below a frame."""
-
-
-class _Scratch(NamedTuple):
-    """Preallocated per-batch-size output, so sampling does no large allocation (glibc mmaps
-    anything above ~128 KiB afresh and that costs ~1 ms, ten times the rest of a sample)."""
-
-    window: np.ndarray
-    """``(B, stack + 1, *frame_shape)`` uint8: frames ``p - stack + 1 .. p + 1`` per transition."""
-    window_rows: np.ndarray
-    """``(B * (stack + 1), *frame_shape)`` view of ``window``, the ``out=`` of ``np.take``."""
-    obs: torch.Tensor
-    """``(B, F, H, W)`` view of ``window[:, :stack]``."""
-    next_obs: torch.Tensor
-    """``(B, F, H, W)`` view of ``window[:, 1:]``."""
 
 
 class FrameReplay:
@@ -104,7 +91,7 @@ class FrameReplay:
         self._rows = np.arange(self._num_envs)
         # Offsets of the window p - stack + 1 .. p + 1 around a transition start p.
         self._offsets = np.arange(-self._stack + 1, 2, dtype=np.int64)
-        self._scratch: dict[int, _Scratch] = {}
+        self._scratch: dict[int, SampleScratch] = {}
         self._make_flat_views()
 
     # ------------------------------------------------------------------ properties
@@ -344,21 +331,11 @@ class FrameReplay:
         zero = np.logical_or.accumulate(starts[:, ::-1], axis=1)[:, ::-1]
         window[:, : self._stack - 1][zero] = 0
 
-    def _get_scratch(self, batch_size: int) -> _Scratch:
+    def _get_scratch(self, batch_size: int) -> SampleScratch:
         """Return (creating once) the preallocated output buffers for ``batch_size``."""
         scratch = self._scratch.get(batch_size)
         if scratch is None:
-            window = np.zeros((batch_size, self._stack + 1, *self._frame_shape), dtype=np.uint8)
-            obs_shape = (batch_size, *self.obs_shape)
-            window_t = torch.from_numpy(window)
-            scratch = _Scratch(
-                window=window,
-                window_rows=window.reshape(-1, *self._frame_shape),
-                # .view (not .reshape) so that a layout needing a copy raises instead of
-                # returning tensors that later refills of `window` would not reach.
-                obs=window_t[:, : self._stack].view(obs_shape),
-                next_obs=window_t[:, 1:].view(obs_shape),
-            )
+            scratch = allocate_scratch(batch_size, self._stack, self._frame_shape, self.obs_shape)
             self._scratch[batch_size] = scratch
         return scratch
 
@@ -370,15 +347,7 @@ class FrameReplay:
         The arrays are the live storage, not copies (a 1M Atari buffer is ~7 GB): save them before
         the next write. The RNG state is a JSON string in a 0-d unicode array.
         """
-        state: dict[str, np.ndarray | int] = dict(self._storage())
-        state.update(
-            capacity=self._capacity,
-            num_envs=self._num_envs,
-            stack=self._stack,
-            frame_shape=np.asarray(self._frame_shape, dtype=np.int64),
-            rng_state=np.asarray(json.dumps(self._rng.bit_generator.state)),
-        )
-        return state
+        return replay_state(self._storage(), self._geometry(), self._rng)
 
     def load_state_dict(self, state: Mapping[str, Any]) -> None:
         """Restore a :meth:`state_dict` (e.g. from ``np.load(path, allow_pickle=False)``) exactly.
@@ -386,26 +355,11 @@ class FrameReplay:
         The arrays are copied into this buffer's storage, so the buffer must have been built with
         the same ``capacity``, ``num_envs``, ``frame_shape`` and ``stack``.
         """
-        saved = (
-            int(state["capacity"]),
-            int(state["num_envs"]),
-            tuple(int(d) for d in np.asarray(state["frame_shape"])),
-            int(state["stack"]),
-        )
-        mine = (self._capacity, self._num_envs, self._frame_shape, self._stack)
-        if saved != mine:
-            raise ValueError(
-                "state_dict is for (capacity, num_envs, frame_shape, stack) = "
-                f"{saved}, this buffer is {mine}"
-            )
-        for name, array in self._storage().items():
-            value = np.asarray(state[name])
-            if value.shape != array.shape:
-                raise ValueError(
-                    f"state_dict[{name!r}] has shape {value.shape}, expected {array.shape}"
-                )
-            np.copyto(array, value, casting="same_kind")
-        self._rng.bit_generator.state = json.loads(str(np.asarray(state["rng_state"]).item()))
+        load_replay_state(self._storage(), self._geometry(), self._rng, state)
+
+    def _geometry(self) -> Geometry:
+        """``(capacity, num_envs, frame_shape, stack)``: what a state must have been saved with."""
+        return (self._capacity, self._num_envs, self._frame_shape, self._stack)
 
     def _storage(self) -> dict[str, np.ndarray]:
         """The arrays that make up the buffer's state, by ``state_dict`` key."""
