@@ -299,7 +299,7 @@ def validate(config: TrainConfig) -> None:
         (0.0 <= config.run.eps_start <= 1.0, "run.eps_start must be in [0, 1]"),
         (0.0 <= config.run.eval_epsilon <= 1.0, "run.eval_epsilon must be in [0, 1]"),
         (0.0 < config.run.eps_decay_fraction <= 1.0, "run.eps_decay_fraction must be in (0, 1]"),
-        (config.agent.loss in ("huber", "mse"), "agent.loss must be huber or mse"),
+        (config.agent.loss in LOSSES, f"agent.loss must be {' or '.join(LOSSES)}"),
         (config.init_stream in INIT_STREAMS, "init_stream must be init or reinit"),
         (
             config.run.replay_device in ("auto", "host", "device"),
@@ -337,10 +337,13 @@ def _sparsity_checks(sp: SparsityConfig) -> list[tuple[bool, str]]:
     ]
 
 
+# The allowed values of each config field that names a choice, defined here once: the checks
+# above, the modules that act on them and the command line's help all read these.
 REGIMES = ("dense", "static", "gmp", "set", "rigl")
-SCOPES = ("encoder", "all")
+SCOPES = ("encoder", "all")  # what may be pruned: the encoder only (the prior study) or all
 ALLOCATIONS = ("global", "uniform", "erk")
 ALGOS = ("ddqn", "dqv", "dqv-max")
 SUITES = ("atari", "minatar")
 ENCODERS = ("nature", "minatar")
+LOSSES = ("huber", "mse")  # AgentConfig.loss, and td_loss's kind
 INIT_STREAMS = ("init", "reinit")

@@ -14,6 +14,9 @@ from sparse_ticket.sparsity.masks import content_hash, sparsity_report
 from tests.conftest import run_cli
 from tests.test_train_dense import mlflow_run
 
+SMOKE_BREAKOUT = ("--game", "breakout", "--preset", "minatar-smoke")
+"""Game and preset of the integration runs below: MinAtar Breakout, smoke-sized."""
+
 pytestmark = pytest.mark.integration
 
 TINY = "learning_starts=100 eval_every=0 eval_episodes=1 eval_envs=1 eval_max_frames=200"
@@ -87,10 +90,7 @@ def test_random_control_matches_template_density(tracking):
         "find-mask",
         "--method",
         "imp",
-        "--game",
-        "breakout",
-        "--preset",
-        "minatar-smoke",
+        *SMOKE_BREAKOUT,
         "--sparsities",
         "0.7",
         "--total-steps",
@@ -103,10 +103,7 @@ def test_random_control_matches_template_density(tracking):
         "find-mask",
         "--method",
         "random",
-        "--game",
-        "breakout",
-        "--preset",
-        "minatar-smoke",
+        *SMOKE_BREAKOUT,
         "--total-steps",
         "300",
         "--template",
@@ -125,10 +122,7 @@ def test_imp_from_a_dense_run_rewinds_to_its_init(tracking):
     quick = "learning_starts=100 eval_every=0"
     run_cli(
         "train-dense",
-        "--game",
-        "breakout",
-        "--preset",
-        "minatar-smoke",
+        *SMOKE_BREAKOUT,
         "--total-steps",
         "300",
         "--overrides",
@@ -139,10 +133,7 @@ def test_imp_from_a_dense_run_rewinds_to_its_init(tracking):
         "find-mask",
         "--method",
         "imp",
-        "--game",
-        "breakout",
-        "--preset",
-        "minatar-smoke",
+        *SMOKE_BREAKOUT,
         "--sparsities",
         "0.5",
         "--total-steps",

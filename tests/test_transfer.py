@@ -19,6 +19,9 @@ from tests.test_find_mask import _parent
 from tests.test_sparse_training import config, train
 from tests.test_train_dense import mlflow_run
 
+SMOKE_BREAKOUT = ("--game", "breakout", "--preset", "minatar-smoke")
+"""Game and preset of the integration runs below: MinAtar Breakout, smoke-sized."""
+
 
 @pytest.fixture(scope="module")
 def source(tmp_path_factory):
@@ -168,10 +171,7 @@ def test_baselines_are_tagged_like_transfers(tracking):
         "transfer",
         "--baseline",
         "dense",
-        "--game",
-        "breakout",
-        "--preset",
-        "minatar-smoke",
+        *SMOKE_BREAKOUT,
         "--total-steps",
         "200",
         "--overrides",
@@ -183,10 +183,7 @@ def test_baselines_are_tagged_like_transfers(tracking):
         "set",
         "--final-sparsity",
         "0.8",
-        "--game",
-        "breakout",
-        "--preset",
-        "minatar-smoke",
+        *SMOKE_BREAKOUT,
         "--total-steps",
         "200",
         "--overrides",

@@ -33,7 +33,8 @@ from sparse_ticket.agents.agent_state import (
 )
 from sparse_ticket.agents.masking import AgentMasks, MaskedParameters
 from sparse_ticket.agents.steps import explore_draws, make_optimizer, optimizer_step
-from sparse_ticket.agents.targets import LOSSES, clip_rewards_to_sign
+from sparse_ticket.agents.targets import clip_rewards_to_sign
+from sparse_ticket.config import LOSSES
 from sparse_ticket.nets import ValueNetwork, build_network
 from sparse_ticket.seeding import derive_seed
 from sparse_ticket.types import DeviceBatch, Mask, Weights

@@ -12,8 +12,9 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
+from sparse_ticket.config import LOSSES
+
 __all__ = [
-    "LOSSES",
     "bootstrap_target",
     "clip_rewards_to_sign",
     "double_q_target",
@@ -21,9 +22,6 @@ __all__ = [
     "dqv_target",
     "td_loss",
 ]
-
-LOSSES = ("huber", "mse")
-"""Accepted values of ``kind`` in :func:`td_loss` (and of ``AgentConfig.loss``)."""
 
 
 def _as_batch_vector(values: torch.Tensor, batch: int, name: str) -> torch.Tensor:

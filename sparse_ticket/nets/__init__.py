@@ -1,19 +1,10 @@
-"""Networks: Nature-CNN and MinAtar encoders with a linear Q or V head."""
+"""Networks: Nature-CNN and MinAtar encoders with a linear Q or V head.
 
-from sparse_ticket.nets.networks import (
-    ENCODERS,
-    Encoder,
-    MinAtarEncoder,
-    NatureEncoder,
-    ValueNetwork,
-    build_network,
-)
+The package is its one module, :mod:`sparse_ticket.nets.networks`, whose ``__all__`` it
+re-exports (the names are listed once, there).
+"""
 
-__all__ = [
-    "ENCODERS",
-    "Encoder",
-    "MinAtarEncoder",
-    "NatureEncoder",
-    "ValueNetwork",
-    "build_network",
-]
+from sparse_ticket.nets import networks
+from sparse_ticket.nets.networks import *  # noqa: F403
+
+__all__ = networks.__all__

@@ -5,7 +5,6 @@ library layer: pure functions of tensors, no experiment tracking.
 """
 
 from sparse_ticket.sparsity.allocation import (
-    ALLOCATIONS,
     DENSITY_METHODS,
     keep_counts,
     layer_densities,
@@ -16,7 +15,6 @@ from sparse_ticket.sparsity.allocation import (
 )
 from sparse_ticket.sparsity.dynamic import rigl_update, set_update
 from sparse_ticket.sparsity.masks import (
-    PRUNE_SCOPES,
     Mask,
     MaskError,
     apply_mask_,
@@ -35,9 +33,7 @@ from sparse_ticket.sparsity.masks import (
 from sparse_ticket.sparsity.schedules import cosine_decay, gmp_sparsity, imp_levels, resolve_step
 
 __all__ = [
-    "ALLOCATIONS",
     "DENSITY_METHODS",
-    "PRUNE_SCOPES",
     "Mask",
     "MaskError",
     "apply_mask_",

@@ -12,10 +12,10 @@ from collections.abc import Mapping
 
 import torch
 
-from sparse_ticket.sparsity.masks import Mask, MaskError, by_role
+from sparse_ticket.config import ALLOCATIONS
+from sparse_ticket.sparsity.masks import Mask, MaskError, by_role, check_per_layer
 
 __all__ = [
-    "ALLOCATIONS",
     "DENSITY_METHODS",
     "keep_counts",
     "layer_densities",
@@ -25,11 +25,9 @@ __all__ = [
     "shapes_of",
 ]
 
-DENSITY_METHODS: tuple[str, ...] = ("uniform", "erk")
-"""Per-layer density rules of :func:`layer_densities`."""
-
-ALLOCATIONS: tuple[str, ...] = ("global", *DENSITY_METHODS)
-"""Allocations of :func:`magnitude_prune`: one global ranking, or per-layer counts."""
+DENSITY_METHODS = tuple(name for name in ALLOCATIONS if name != "global")
+"""Per-layer density rules of :func:`layer_densities` (``config.ALLOCATIONS``, one global
+ranking aside: :func:`magnitude_prune` takes either)."""
 
 
 def shapes_of(tensors: Mapping[str, torch.Tensor]) -> dict[str, tuple[int, ...]]:
@@ -175,14 +173,7 @@ def _prune_group(
 ) -> Mask:
     """:func:`magnitude_prune` of the layers of one network role."""
     _check_sparsity(sparsity)
-    for name, m in mask.items():
-        if name not in scores:
-            raise MaskError(f"mask layer {name!r} has no score")
-        if scores[name].shape != m.shape:
-            raise MaskError(
-                f"score of {name!r} has shape {tuple(scores[name].shape)}, "
-                f"the mask has {tuple(m.shape)}"
-            )
+    check_per_layer(scores, "score", mask)
 
     total = sum(m.numel() for m in mask.values())
     pruned_now = total - sum(int(torch.count_nonzero(m).item()) for m in mask.values())

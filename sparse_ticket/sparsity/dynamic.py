@@ -17,23 +17,9 @@ from collections.abc import Callable, Mapping
 
 import torch
 
-from sparse_ticket.sparsity.masks import Mask, MaskError
+from sparse_ticket.sparsity.masks import Mask, MaskError, check_per_layer
 
 __all__ = ["rigl_update", "set_update"]
-
-
-def _check_inputs(
-    tensors: Mapping[str, torch.Tensor], what: str, mask: Mapping[str, torch.Tensor]
-) -> None:
-    """MaskError naming the first mask layer without a same-shape entry in ``tensors``."""
-    for name, m in mask.items():
-        if name not in tensors:
-            raise MaskError(f"mask layer {name!r} has no {what}")
-        if tensors[name].shape != m.shape:
-            raise MaskError(
-                f"{what} of {name!r} has shape {tuple(tensors[name].shape)}, "
-                f"the mask has {tuple(m.shape)}"
-            )
 
 
 def _drop_and_grow(
@@ -49,7 +35,7 @@ def _drop_and_grow(
     """
     if not 0.0 <= drop_fraction <= 1.0:
         raise MaskError(f"drop_fraction must be in [0, 1], got {drop_fraction}")
-    _check_inputs(weights, "weight", mask)
+    check_per_layer(weights, "weight", mask)
     new_mask: Mask = {}
     regrown: Mask = {}
     for name, m in mask.items():
@@ -144,7 +130,7 @@ def rigl_update(
         MaskError: For a drop fraction outside ``[0, 1]``, a missing / misshapen weight or
             gradient, or a NaN gradient.
     """
-    _check_inputs(grads, "gradient", mask)
+    check_per_layer(grads, "gradient", mask)
 
     def choose(name: str, candidates: torch.Tensor, n: int) -> torch.Tensor:
         score = grads[name].detach().to(candidates.device).abs().reshape(-1)

@@ -21,16 +21,17 @@ from collections.abc import Iterable, Mapping
 import numpy as np
 import torch
 
+from sparse_ticket.config import SCOPES
 from sparse_ticket.types import Mask
 
 __all__ = [
-    "PRUNE_SCOPES",
     "Mask",
     "MaskError",
     "apply_mask_",
     "architecture_fingerprint",
     "by_role",
     "check_compatible",
+    "check_per_layer",
     "content_hash",
     "dense_mask",
     "load_mask",
@@ -42,9 +43,6 @@ __all__ = [
     "save_mask",
     "sparsity_report",
 ]
-
-PRUNE_SCOPES: tuple[str, ...] = ("encoder", "all")
-"""Which weights may be pruned: the encoder only (the prior study) or every weight layer."""
 
 
 class MaskError(ValueError):
@@ -75,8 +73,8 @@ def prunable_names(named_params: Mapping[str, torch.Tensor], scope: str) -> list
     Raises:
         MaskError: For an unknown scope.
     """
-    if scope not in PRUNE_SCOPES:
-        raise MaskError(f"unknown prune scope {scope!r} (one of {', '.join(PRUNE_SCOPES)})")
+    if scope not in SCOPES:
+        raise MaskError(f"unknown prune scope {scope!r} (one of {', '.join(SCOPES)})")
     names = []
     for name, param in named_params.items():
         if param.ndim <= 1:
@@ -183,6 +181,23 @@ def by_role(mask: Mapping[str, torch.Tensor]) -> dict[str, dict[str, torch.Tenso
 def role_sparsity(mask: Mapping[str, torch.Tensor]) -> dict[str, float]:
     """The realised sparsity of each network role (``{"q": 0.8, "v": 0.8}`` for DQV)."""
     return {role: sparsity_report(group)["overall"] for role, group in by_role(mask).items()}
+
+
+def check_per_layer(
+    tensors: Mapping[str, torch.Tensor], what: str, mask: Mapping[str, torch.Tensor]
+) -> None:
+    """MaskError naming the first mask layer without a same-shape entry in ``tensors``.
+
+    ``what`` names the tensors in the message (``"score"``, ``"weight"``, ``"gradient"``).
+    """
+    for name, m in mask.items():
+        if name not in tensors:
+            raise MaskError(f"mask layer {name!r} has no {what}")
+        if tensors[name].shape != m.shape:
+            raise MaskError(
+                f"{what} of {name!r} has shape {tuple(tensors[name].shape)}, "
+                f"the mask has {tuple(m.shape)}"
+            )
 
 
 def _check_same_layers(a: Mapping[str, torch.Tensor], b: Mapping[str, torch.Tensor]) -> None:
