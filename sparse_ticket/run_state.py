@@ -25,21 +25,44 @@ from __future__ import annotations
 
 import json
 from collections.abc import Mapping
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Protocol
 
+import numpy as np
 import torch
 
 from sparse_ticket.checkpoint import CheckpointError
-from sparse_ticket.config import flatten
+from sparse_ticket.config import TrainConfig, flatten
 from sparse_ticket.metrics.plasticity import PlasticityProbe
 
 if TYPE_CHECKING:
-    from sparse_ticket.runner import Runner
+    from sparse_ticket.agents import Agent
+    from sparse_ticket.envs import EpisodicVecEnv
+    from sparse_ticket.sparsity.controller import SparsityController
+    from sparse_ticket.types import Weights
 
-__all__ = ["bundle", "unbundle"]
+__all__ = ["Bundled", "bundle", "unbundle"]
 
 
-def bundle(runner: Runner) -> tuple[dict[str, Any], dict[str, Any]]:
+class Bundled(Protocol):
+    """What a checkpoint holds of a run: the state :class:`~sparse_ticket.runner.Runner` keeps
+    (the runner is one; this module does not import it)."""
+
+    config: TrainConfig
+    agent: Agent
+    sparsity: SparsityController
+    env: EpisodicVecEnv
+    act_rng: np.random.Generator
+    rewind_weights: Weights | None
+    probe: PlasticityProbe | None
+    step: int
+    updates: int
+    update_debt: float
+    eval_history: list[dict[str, Any]]
+    episode_scores: list[float]
+    obs: np.ndarray | None
+
+
+def bundle(runner: Bundled) -> tuple[dict[str, Any], dict[str, Any]]:
     """``(tensors, state)`` of ``runner`` as it is now (the replay apart)."""
     tensors = {
         "agent": runner.agent.state_dict(),
@@ -62,7 +85,7 @@ def bundle(runner: Runner) -> tuple[dict[str, Any], dict[str, Any]]:
 
 
 def unbundle(
-    runner: Runner, tensors: Mapping[str, Any], state: Mapping[str, Any], where: str
+    runner: Bundled, tensors: Mapping[str, Any], state: Mapping[str, Any], where: str
 ) -> None:
     """Put :func:`bundle`'s output back into ``runner`` (the replay apart).
 

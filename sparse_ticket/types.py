@@ -7,7 +7,7 @@ Shapes: ``B`` batch size, ``F = stack * C`` stacked channels (``C = 1`` for 2-d 
 
 from __future__ import annotations
 
-from typing import NamedTuple, TypeAlias
+from typing import NamedTuple, Protocol, TypeAlias
 
 import numpy as np
 import torch
@@ -51,4 +51,36 @@ class ReplayBatch(NamedTuple):
     """``(B,)`` float32, 1.0 where ``next_obs`` is terminal (a truncation is *not* terminal)."""
 
 
-__all__ = ["CurveInterval", "DeviceBatch", "Interval", "Mask", "Metric", "ReplayBatch", "Weights"]
+class AgentRoles(Protocol):
+    """What an agent's parts (its masks, its checkpoint bundle) see of it: its networks by role.
+
+    :class:`~sparse_ticket.agents.base.Agent` is one; the parts take this instead of the agent
+    class, so they do not import the module that imports them.
+    """
+
+    algo: str
+    device: torch.device
+
+    def networks(self) -> dict[str, torch.nn.Module]:
+        """The online networks by role (``"q"``, ``"v"``)."""
+
+    def target_networks(self) -> dict[str, torch.nn.Module]:
+        """The target networks by role (a subset of the online roles)."""
+
+    def optimizers(self) -> dict[str, torch.optim.Optimizer]:
+        """One optimiser per online network, keyed like :meth:`networks`."""
+
+    def named_parameters(self) -> dict[str, torch.Tensor]:
+        """Every online parameter by flat name ``"{role}.{param}"``."""
+
+
+__all__ = [
+    "AgentRoles",
+    "CurveInterval",
+    "DeviceBatch",
+    "Interval",
+    "Mask",
+    "Metric",
+    "ReplayBatch",
+    "Weights",
+]

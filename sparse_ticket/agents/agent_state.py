@@ -10,7 +10,7 @@ Layout of :func:`agent_state_dict` (only CPU tensors and plain containers, so
 
 Masks are not part of it: they are the sparsity module's data and are checkpointed by the
 runner next to it (:meth:`Agent.set_masks` restores them). Every loader checks the whole bundle
-before it copies anything, so a failed load leaves the agent untouched, and applies the agent's
+before it copies anything, so a failed load leaves the agent untouched; the agent applies its
 masks after loading, so masked weights and their Adam moments stay zero whatever was loaded.
 """
 
@@ -22,18 +22,17 @@ from typing import TYPE_CHECKING, Any
 import torch
 
 if TYPE_CHECKING:
-    from sparse_ticket.agents.base import Agent
-    from sparse_ticket.types import Weights
+    from sparse_ticket.types import AgentRoles, Weights
 
 __all__ = ["agent_state_dict", "load_agent_state_dict", "load_online_weights", "online_weights"]
 
 
-def online_weights(agent: Agent) -> Weights:
+def online_weights(agent: AgentRoles) -> Weights:
     """CPU copies of the online networks' weights by role (``init.pt`` / ``final.pt``)."""
     return _cpu_copy({role: net.state_dict() for role, net in agent.networks().items()})
 
 
-def agent_state_dict(agent: Agent) -> dict[str, Any]:
+def agent_state_dict(agent: AgentRoles) -> dict[str, Any]:
     """Everything an exact resume needs: online and target networks and the optimisers."""
     return {
         "algo": agent.algo,
@@ -47,7 +46,7 @@ def agent_state_dict(agent: Agent) -> dict[str, Any]:
     }
 
 
-def load_agent_state_dict(agent: Agent, state: Mapping[str, Any]) -> None:
+def load_agent_state_dict(agent: AgentRoles, state: Mapping[str, Any]) -> None:
     """Restore :func:`agent_state_dict` output; strict, and checked in full before anything loads.
 
     Raises:
@@ -69,18 +68,14 @@ def load_agent_state_dict(agent: Agent, state: Mapping[str, Any]) -> None:
                 _load_optimizer(module, state[section][role])
             else:
                 module.load_state_dict(state[section][role])
-    agent.apply_masks()
 
 
 def load_online_weights(
-    agent: Agent, weights: Mapping[str, Mapping[str, torch.Tensor]], sync_target: bool
+    agent: AgentRoles, weights: Mapping[str, Mapping[str, torch.Tensor]]
 ) -> None:
     """Load online weights from :func:`online_weights` output (strict, checked first).
 
-    Optimiser state is left as it is. With ``sync_target`` the target networks are then copied
-    from the loaded weights: bootstrapping a rewound network from targets of another training
-    run is rarely what anyone wants. Rewinding a ticket to its initial weights (Frankle & Carbin
-    2019) loads dense weights, which the agent's masks then prune again.
+    Targets, optimiser state and masks are the caller's (:meth:`Agent.load_weights_state_dict`).
     """
     networks = agent.networks()
     if set(weights) != set(networks):
@@ -89,9 +84,6 @@ def load_online_weights(
         _check_tensors(network.state_dict(), weights[role], f"weights[{role!r}]")
     for role, network in networks.items():
         network.load_state_dict(weights[role])
-    if sync_target:
-        agent.sync_target()
-    agent.apply_masks()
 
 
 def _check_section(section: str, modules: Mapping[str, Any], given: Any) -> None:

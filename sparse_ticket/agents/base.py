@@ -337,6 +337,7 @@ class Agent(ABC):
             ValueError: Naming the role and key of the first mismatch.
         """
         load_agent_state_dict(self, state)
+        self.apply_masks()
 
     def weights_state_dict(self) -> Weights:
         """CPU copies of the online networks' weights by role (``init.pt`` / ``final.pt``)."""
@@ -347,8 +348,13 @@ class Agent(ABC):
     ) -> None:
         """Load online weights from :meth:`weights_state_dict` output (strict, checked first).
 
-        Optimiser state is left as it is; with ``sync_target`` (default) the targets are copied
-        from the loaded weights; masks are applied after loading
-        (:func:`~sparse_ticket.agents.agent_state.load_online_weights`).
+        Optimiser state is left as it is. With ``sync_target`` (default) the target networks are
+        then copied from the loaded weights: bootstrapping a rewound network from targets of
+        another training run is rarely what anyone wants. If the agent has masks they are applied
+        after loading: rewinding a ticket to its initial weights (Frankle & Carbin 2019) loads
+        dense weights that must be pruned again.
         """
-        load_online_weights(self, weights, sync_target)
+        load_online_weights(self, weights)
+        if sync_target:
+            self.sync_target()
+        self.apply_masks()

@@ -25,8 +25,7 @@ from typing import TYPE_CHECKING
 import torch
 
 if TYPE_CHECKING:
-    from sparse_ticket.agents.base import Agent
-    from sparse_ticket.types import Mask
+    from sparse_ticket.types import AgentRoles, Mask
 
 __all__ = ["ADAM_MOMENTS", "AgentMasks", "MaskedParameters"]
 
@@ -67,7 +66,7 @@ class AgentMasks:
             (``Optimizer.load_state_dict`` replaces it) and is looked up when needed instead.
     """
 
-    def __init__(self, agent: Agent) -> None:
+    def __init__(self, agent: AgentRoles) -> None:
         self._agent = agent
         self._masks: Mask | None = None
         self.online: dict[str, MaskedParameters] = {}
