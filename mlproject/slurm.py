@@ -269,7 +269,7 @@ def parse_resources(request: SubmitRequest) -> Resources:
 def check_container(request: SubmitRequest) -> None:
     if request.container not in CONTAINERS:
         raise InputError(
-            f"container must be singularity, apptainer or none, not {request.container!r}"
+            f"container must be one of {', '.join(CONTAINERS)}, not {request.container!r}"
         )
     if request.container != "none" and not Path(request.image).is_file():
         raise InputError(f"--image must be a .sif file for --container {request.container}")

@@ -114,3 +114,12 @@ def test_allowed_values_are_the_librarys_own_lists():
     assert study.MASK_METHODS == ("imp", "gmp")
     param = next(p for p in contracts.PARAMETERS[contracts.TRANSFER] if p.name == "weights")
     assert param.help_text().endswith("One of: ticket, trained, reinit.")
+
+
+def test_the_registries_hold_exactly_the_configs_names():
+    # a class registered under a name the config rejects (or the reverse) could never be built
+    from sparse_ticket.agents import AGENTS
+    from sparse_ticket.nets import ENCODERS
+
+    assert tuple(AGENTS) == config.ALGOS
+    assert tuple(ENCODERS) == config.ENCODERS
