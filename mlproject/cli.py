@@ -19,7 +19,7 @@ from mlproject.contracts import (
     TRAIN_MEMBERS,
     TRANSFER,
 )
-from mlproject.errors import EXIT_INPUT, InputError
+from mlproject.errors import EXIT_FAILED, EXIT_INPUT, InputError, RunFailed
 from mlproject.find_mask import FindMaskRequest, find_mask
 from mlproject.main import StudyRequest, main_study
 from mlproject.runs import TrainRequest
@@ -27,6 +27,7 @@ from mlproject.tracking import end_run_if_active
 from mlproject.train_dense import train_dense
 from mlproject.transfer import TransferRequest, transfer
 from sparse_ticket.agents.population import BATCHING
+from sparse_ticket.checkpoint import CheckpointWriteError
 
 
 @click.group()
@@ -129,6 +130,10 @@ def main(argv: list[str] | None = None) -> None:
         end_run_if_active("FAILED")
         click.echo(f"error: {' '.join(str(error).split())}", err=True)
         sys.exit(EXIT_INPUT)
+    except (RunFailed, CheckpointWriteError) as error:
+        end_run_if_active("FAILED")
+        click.echo(f"error: {' '.join(str(error).split())}", err=True)
+        sys.exit(EXIT_FAILED)
     except click.ClickException as error:
         end_run_if_active("FAILED")
         click.echo(f"error: {error.format_message()}", err=True)

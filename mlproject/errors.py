@@ -1,4 +1,5 @@
-"""User-facing errors: one line on stderr and exit code 2, never a traceback."""
+"""User-facing errors: one line on stderr, never a traceback; exit code 2 for bad input, 1 for
+a run that failed for a reason outside it (a full disk) and can be resumed."""
 
 from __future__ import annotations
 
@@ -7,6 +8,11 @@ class InputError(Exception):
     """Bad input from the user (an argument, a preset, a run id, a checkpoint)."""
 
 
+class RunFailed(Exception):
+    """A run that could not go on (its disk filled up); it ends FAILED and can be resumed."""
+
+
+EXIT_FAILED = 1
 EXIT_INPUT = 2
 EXIT_PREEMPTED = 143  # 128 + SIGTERM: the run checkpointed and can be requeued and resumed
 

@@ -22,7 +22,6 @@ algo, seed, the architecture fingerprint, and content hashes. A mask is loaded b
 
 from __future__ import annotations
 
-import hashlib
 import json
 import tempfile
 import time
@@ -58,8 +57,11 @@ from mlproject.errors import EXIT_PREEMPTED, InputError
 from mlproject.runs import (
     TrainRequest,
     build_config,
+    check_device,
     checkpoint_root,
     download,
+    download_checked,
+    file_hash,
     load_mask_uri,
     run_config,
     run_id_of,
@@ -152,10 +154,6 @@ def dense_start(uri: str, config: TrainConfig) -> DenseStart:
 
 
 # ----------------------------------------------------------------------------- artifacts
-def _file_hash(path: Path) -> str:
-    return hashlib.sha256(path.read_bytes()).hexdigest()[:16]
-
-
 class MlflowRounds:
     """:class:`~sparse_ticket.lottery.RoundHooks` that nest a run per round and log tickets."""
 
@@ -220,7 +218,7 @@ class MlflowRounds:
             "source_run_id": self.parent_id,
             "architecture": architecture_fingerprint(flat_weights(ticket.trained_weights)),
             "mask_hash": content_hash(ticket.mask),
-            "content_hash": _file_hash(path),
+            "content_hash": file_hash(path),
         }
 
     def on_ticket(self, ticket: Ticket) -> None:
@@ -282,6 +280,7 @@ class FindPlan:
 def plan_find(request: FindMaskRequest) -> FindPlan:
     """Validate a request completely (configs, the dense run, the template)."""
     config, levels = build_find_config(request)
+    check_device(config)
     dense = dense_start(request.dense_run, config) if request.dense_run.strip() else None
     template, template_weights = _template(request, config)
     if template is not None:
@@ -337,7 +336,7 @@ def _template(request: FindMaskRequest, config: TrainConfig):
         # mask, so under a random mask most active weights would start at exactly 0.
         rewind_uri = request.template.rsplit("/", 1)[0] + "/" + REWIND
         try:
-            weights = load_weights(download(rewind_uri, "template rewind point"))
+            weights = load_weights(download_checked(rewind_uri, "template rewind point")[0])
         except CheckpointError as error:
             raise InputError(str(error)) from None
     return mask, weights

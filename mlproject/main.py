@@ -16,6 +16,8 @@ Every node run of the study (reused ones too) is tagged with the study key
 (``sparse_ticket.studies``), which is how the final ``evaluate`` node finds exactly this study's
 runs. SIGTERM or Ctrl-C stops the running nodes the way SLURM preemption does (they write a
 checkpoint and end KILLED), marks the parent KILLED and exits 143; run ``main`` again to go on.
+One ``main`` runs a study at a time: a second on the same study folder (``<output dir>/<name>``)
+exits 2 while the first lives (:mod:`sparse_ticket.locks`).
 
 This module is the entry point (parameters, the parent run, the dry run, the result); the
 decisions per node are :mod:`mlproject.node_runs`'s, the processes :mod:`mlproject.scheduler`'s.
@@ -26,6 +28,8 @@ from __future__ import annotations
 import os
 import shutil
 import signal
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import asdict
 from pathlib import Path
 
@@ -41,6 +45,7 @@ from mlproject.scheduler import Outcome, Scheduler, say
 from mlproject.study import StudySpec, load_study
 from mlproject.tracking import end_run_if_active, log_provenance
 from sparse_ticket.config import ConfigError
+from sparse_ticket.locks import LOCK_FILE, FileLock, LockHeld
 from sparse_ticket.sparsity.schedules import imp_levels
 
 ENTRY_POINT = MAIN
@@ -119,6 +124,34 @@ def main_study(request: StudyRequest) -> int:
     key = study_key(spec.file.read_bytes(), code)
     if planning_only:
         return dry_run(spec, nodes, rate, key, code)
+    with study_lock(Path(request.output_dir).resolve() / spec.name, spec.name):
+        return run_study(request, spec, nodes, key, code, workers, members)
+
+
+@contextmanager
+def study_lock(folder: Path, name: str) -> Iterator[None]:
+    """One ``main`` per study folder (``<output dir>/<name>/LOCK``; sparse_ticket.locks)."""
+    lock = FileLock(folder / LOCK_FILE, f"study {name}")
+    try:
+        lock.acquire()
+    except LockHeld as error:
+        raise InputError(f"{error}: another main process runs this study") from None
+    try:
+        yield
+    finally:
+        lock.release()
+
+
+def run_study(
+    request: StudyRequest,
+    spec: StudySpec,
+    nodes: list[Node],
+    key: str,
+    code: str,
+    workers: int,
+    members: int,
+) -> int:
+    """The study's parent run: schedule every node, then evaluate (``finish``)."""
     with mlflow.start_run(run_name=f"study {spec.name}") as parent:
         log_study(spec, nodes, key, code, workers)
         tracker = Tracker(parent.info.experiment_id, parent.info.run_id, key, code)

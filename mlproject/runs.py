@@ -21,6 +21,7 @@ Where a run's files are::
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import sys
@@ -42,7 +43,7 @@ from mlproject.contracts import (
     request_type,
     rewind_file,
 )
-from mlproject.errors import EXIT_PREEMPTED, InputError, parse_int
+from mlproject.errors import EXIT_PREEMPTED, InputError, RunFailed, parse_int
 from mlproject.presets import load_preset
 from mlproject.tracking import (
     MlflowSink,
@@ -51,7 +52,12 @@ from mlproject.tracking import (
     log_provenance,
     log_weights,
 )
-from sparse_ticket.checkpoint import MARKER, CheckpointError, CheckpointManager
+from sparse_ticket.checkpoint import (
+    MARKER,
+    CheckpointError,
+    CheckpointManager,
+    CheckpointWriteError,
+)
 from sparse_ticket.config import (
     ConfigError,
     TrainConfig,
@@ -62,6 +68,7 @@ from sparse_ticket.config import (
 )
 from sparse_ticket.envs import available_games
 from sparse_ticket.envs.atari import normalise_game
+from sparse_ticket.locks import LockHeld
 from sparse_ticket.runner import Runner
 from sparse_ticket.sparsity.masks import MaskError, load_mask
 
@@ -94,6 +101,25 @@ def build_config(request: TrainRequest) -> TrainConfig:
 def check_game(config: TrainConfig) -> None:
     if config.game not in available_games(config.env.suite):
         raise InputError(f"unknown {config.env.suite} game {config.game!r}")
+
+
+def check_device(config: TrainConfig) -> None:
+    """InputError unless this machine has ``run.device``: checked where a run is about to
+    train, not in :func:`build_config` (a login node without a GPU plans a GPU study)."""
+    device = torch.device(config.run.device)  # the form is checked by validate()
+    if device.type != "cuda":
+        return
+    if not torch.cuda.is_available():
+        build = f"CUDA {torch.version.cuda}" if torch.version.cuda else "a CPU-only build"
+        raise InputError(
+            f"run.device={config.run.device} but this machine has no usable CUDA device "
+            f"(torch {torch.__version__}, {build}); use run.device=cpu or a GPU node"
+        )
+    if device.index is not None and device.index >= torch.cuda.device_count():
+        raise InputError(
+            f"run.device={config.run.device} but this machine has "
+            f"{torch.cuda.device_count()} CUDA device(s)"
+        )
 
 
 def checkpoint_root(request: TrainRequest) -> Path:
@@ -179,6 +205,7 @@ def new_training_run(
 
     ``runner_args`` (initial weights and mask of a transfer) go to the :class:`Runner`.
     """
+    check_device(config)
     with mlflow.start_run() as run:
         directory = checkpoint_root(request) / run.info.run_id
         log_provenance(flatten(config), {**tags, Tag.CHECKPOINT_DIR: str(directory)})
@@ -193,15 +220,19 @@ def resume(request: TrainRequest, run_id: str) -> int:
     config = run_config(run_id)
     entry_point = mlflow.MlflowClient().get_run(run_id).data.tags[Tag.ENTRY_POINT]
     directory = run_checkpoint_dir(request, run_id)
-    path = fetch_checkpoint(run_id, directory, entry_point)
-    if path is None:
-        raise InputError(f"run {run_id} has no complete checkpoint to resume from")
-    runner = Runner(config, directory, MlflowSink(run_id, skip_until=last_logged_step(run_id)))
+    # The lock first: a live writer may be replacing the checkpoint we would read.
+    runner = open_runner(run_id, config, directory, MlflowSink(run_id, last_logged_step(run_id)))
     try:
+        path = fetch_checkpoint(run_id, directory, entry_point)
+        if path is None:
+            raise InputError(f"run {run_id} has no complete checkpoint to resume from")
         step = runner.resume(path)
     except CheckpointError as error:
         runner.close()
         raise InputError(str(error)) from None
+    except InputError:
+        runner.close()
+        raise
     if step >= config.run.total_steps and _status(run_id) == "FINISHED":
         runner.close()
         print(f"{entry_point}: run {run_id} already finished; nothing to do", file=sys.stderr)
@@ -209,6 +240,18 @@ def resume(request: TrainRequest, run_id: str) -> int:
     print(f"{entry_point}: resuming run {run_id} at step {step}", file=sys.stderr)
     with mlflow.start_run(run_id=run_id):
         return train_in_active_run(runner, Path(tempfile.mkdtemp()), entry_point)
+
+
+def open_runner(
+    run_id: str, config: TrainConfig, directory: Path, sink: MlflowSink, **runner_args: Any
+) -> Runner:
+    """The :class:`Runner` of ``run_id``, holding its lock: InputError if a live process
+    trains that run already (two writers would corrupt each other's checkpoints)."""
+    check_device(config)
+    try:
+        return Runner(config, directory, sink, **runner_args)
+    except LockHeld as error:
+        raise InputError(f"run {run_id} is already being trained: {error}") from None
 
 
 def _status(run_id: str) -> str:
@@ -219,6 +262,10 @@ def train_in_active_run(runner: Runner, scratch: Path, entry_point: str) -> int:
     """Train inside the active run (of ``entry_point``) and close it with the right status."""
     try:
         outcome = runner.train()
+    except CheckpointWriteError as error:
+        run_id = mlflow.active_run().info.run_id
+        end_run_if_active("FAILED")
+        raise RunFailed(f"{entry_point}: {error}; then: --resume {run_id}") from None
     except BaseException:
         end_run_if_active("FAILED")
         raise
@@ -266,19 +313,43 @@ def download(uri: str, name: str) -> Path:
         raise InputError(f"{name} {uri!r} cannot be downloaded: {first}") from None
 
 
+def file_hash(path: Path) -> str:
+    """The first 16 hex digits of a file's sha256 (a sidecar's ``content_hash``)."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        for block in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()[:16]
+
+
+def download_checked(uri: str, name: str) -> tuple[Path, dict[str, Any]]:
+    """An artifact file and its sidecar (``<stem>.json`` beside it; ``{}`` if it has none).
+
+    A file whose sha256 differs from the ``content_hash`` its sidecar recorded when find-mask
+    wrote it (edited, truncated, or swapped for another run's) is refused: a transfer from it
+    would silently mean another condition.
+    """
+    path = download(uri, name)
+    sidecar: dict[str, Any] = {}
+    try:
+        sidecar_uri = uri[: -len(path.suffix)] + ".json"
+        sidecar = json.loads(download(sidecar_uri, f"{name} sidecar").read_text())
+    except (InputError, json.JSONDecodeError, UnicodeDecodeError):
+        pass
+    expected = sidecar.get("content_hash")
+    if expected and file_hash(path) != expected:
+        raise InputError(
+            f"{name} {uri!r} does not match its recorded content hash ({file_hash(path)}, "
+            f"recorded {expected}): the file was changed after it was logged; refusing it"
+        )
+    return path, sidecar
+
+
 def load_mask_uri(uri: str) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
     """A mask and its sidecar from a ``runs:/.../mask.pt`` URI (InputError if unusable)."""
-    path = download(uri, "mask")
+    path, sidecar = download_checked(uri, "mask")
     try:
         mask = load_mask(path)
     except MaskError as error:
         raise InputError(str(error)) from None
-    sidecar_path = path.with_suffix(".json")
-    sidecar = {}
-    try:
-        sidecar_uri = uri[: -len(path.suffix)] + ".json"
-        sidecar = json.loads(download(sidecar_uri, "mask sidecar").read_text())
-    except (InputError, json.JSONDecodeError):
-        if sidecar_path.is_file():
-            sidecar = json.loads(sidecar_path.read_text())
     return mask, sidecar

@@ -50,6 +50,7 @@ from mlproject.runs import (
     checkpoint_root,
     fetch_checkpoint,
     log_final_weights,
+    open_runner,
     run_checkpoint_dir,
     run_config,
 )
@@ -169,18 +170,21 @@ def prepare(run_id: str, root: TrainRequest) -> tuple[Member, Runner | None]:
     else:
         config, tags, args = build_config(request), {Tag.ENTRY_POINT: entry_point}, {}
     member = Member(run_id, entry_point, args, {**tags, Tag.CHECKPOINT_DIR: str(directory)})
-    return member, Runner(config, directory, MlflowSink(run_id), progress=False, **args)
+    return member, open_runner(
+        run_id, config, directory, MlflowSink(run_id), progress=False, **args
+    )
 
 
 def _resumed(run_id: str, root: TrainRequest) -> tuple[Member, Runner]:
     config = run_config(run_id)
     directory = run_checkpoint_dir(root, run_id)
+    sink = MlflowSink(run_id, skip_until=last_logged_step(run_id))
+    runner = open_runner(run_id, config, directory, sink, progress=False)  # lock, then read
     path = fetch_checkpoint(run_id, directory, TRAIN_MEMBERS)
     if path is None:
+        runner.close()
         raise InputError(f"run {run_id} has no complete checkpoint to resume from")
-    sink = MlflowSink(run_id, skip_until=last_logged_step(run_id))
-    member = Member(run_id, "resume", checkpoint=path, resumed=True)
-    return member, Runner(config, directory, sink, progress=False)
+    return Member(run_id, "resume", checkpoint=path, resumed=True), runner
 
 
 def train_members(run_ids: list[str], batching: str, checkpoint_dir: str = "") -> int:

@@ -34,7 +34,7 @@ from mlproject.errors import InputError
 from mlproject.runs import (
     TrainRequest,
     build_config,
-    download,
+    download_checked,
     load_mask_uri,
     new_training_run,
     resumable_run,
@@ -104,7 +104,8 @@ def _source_weights(request: TransferRequest, mask_uri: str) -> dict[str, Any] |
         return None
     uri = mask_uri.rsplit("/", 1)[0] + f"/{request.weights}.pt"
     try:
-        return encoder_weights(load_weights(download(uri, f"{request.weights} weights")))
+        path, _ = download_checked(uri, f"{request.weights} weights")
+        return encoder_weights(load_weights(path))
     except CheckpointError as error:
         raise InputError(str(error)) from None
 

@@ -31,6 +31,10 @@ class CheckpointError(RuntimeError):
     """A checkpoint that cannot be read or does not fit this run."""
 
 
+class CheckpointWriteError(CheckpointError):
+    """A checkpoint that could not be written (the disk is full, or failing)."""
+
+
 def _fsync_dir(path: Path) -> None:
     fd = os.open(path, os.O_RDONLY)
     try:
@@ -81,6 +85,32 @@ class CheckpointManager:
         final = self.root / f"{PREFIX}{step:012d}"
         tmp = final.with_name(final.name + ".tmp")
         shutil.rmtree(tmp, ignore_errors=True)
+        try:
+            self._write(tmp, step, tensors, runner_state, replay_state)
+        except (OSError, RuntimeError) as error:
+            # A full disk (ENOSPC; torch reports it as a RuntimeError) or a failing one: drop
+            # the torn copy to give its space back; the previous checkpoint was not touched.
+            shutil.rmtree(tmp, ignore_errors=True)
+            raise CheckpointWriteError(
+                f"cannot write checkpoint {final}: {_first_line(error)}; the previous "
+                "checkpoint is intact (resume from it once the disk has room)"
+            ) from None
+        shutil.rmtree(final, ignore_errors=True)
+        tmp.rename(final)
+        _fsync_dir(self.root)
+        for old in self.complete()[: -self.keep]:
+            shutil.rmtree(old, ignore_errors=True)
+        return final
+
+    @staticmethod
+    def _write(
+        tmp: Path,
+        step: int,
+        tensors: dict[str, Any],
+        runner_state: dict[str, Any],
+        replay_state: dict[str, Any] | None,
+    ) -> None:
+        """Every file of a checkpoint into ``tmp``, fsynced, the marker last."""
         tmp.mkdir(parents=True)
         torch.save(tensors, tmp / "state.pt")
         (tmp / "runner.json").write_text(json.dumps(runner_state))
@@ -92,12 +122,6 @@ class CheckpointManager:
             _fsync_file(tmp / name)
         (tmp / MARKER).write_text(json.dumps({"step": step, "files": files}))
         _fsync_file(tmp / MARKER)
-        shutil.rmtree(final, ignore_errors=True)
-        tmp.rename(final)
-        _fsync_dir(self.root)
-        for old in self.complete()[: -self.keep]:
-            shutil.rmtree(old, ignore_errors=True)
-        return final
 
 
 def load_checkpoint(path: str | os.PathLike) -> tuple[dict, dict, dict | None]:

@@ -13,6 +13,7 @@ ALE v5 with sticky actions 0.25 (Machado et al. 2018), Adam 1e-4, replay 1M, lea
 from __future__ import annotations
 
 import dataclasses
+import re
 import shlex
 from dataclasses import dataclass, field, fields
 from typing import Any
@@ -304,6 +305,10 @@ def validate(config: TrainConfig) -> None:
         (
             config.run.replay_device in ("auto", "host", "device"),
             "run.replay_device must be auto, host or device",
+        ),
+        (
+            re.fullmatch(r"cpu|cuda(:\d+)?", config.run.device) is not None,
+            f"run.device must be cpu, cuda or cuda:N, not {config.run.device!r}",
         ),
         (config.agent.algo in ALGOS, f"unknown algo {config.agent.algo!r} ({', '.join(ALGOS)})"),
         (config.env.suite in SUITES, f"unknown env suite {config.env.suite!r} (atari or minatar)"),

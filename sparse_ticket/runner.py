@@ -31,6 +31,7 @@ from sparse_ticket.clock import crossed, linear_schedule
 from sparse_ticket.config import TrainConfig
 from sparse_ticket.envs import make_env
 from sparse_ticket.envs.base import StepResult
+from sparse_ticket.locks import LOCK_FILE, FileLock
 from sparse_ticket.metric_log import MetricLog, MetricSink, NullSink
 from sparse_ticket.metrics.plasticity import PlasticityProbe
 from sparse_ticket.rollouts import evaluate_policy, score_metrics
@@ -82,6 +83,28 @@ class Runner:
                 True ends training early (IMP's optional early stop).
         """
         self.config = config
+        # One writer per checkpoint directory (sparse_ticket.locks): LockHeld if a live process
+        # trains this run; a killed holder's lock is gone with it.
+        self.lock = FileLock(
+            Path(checkpoint_dir) / LOCK_FILE, f"checkpoint directory {checkpoint_dir}"
+        )
+        self.lock.acquire()
+        try:
+            self._build(config, sink, progress, early_stop, initial_weights, initial_mask)
+        except BaseException:
+            self.lock.release()
+            raise
+        self.checkpoints = CheckpointManager(checkpoint_dir, keep=config.run.keep_checkpoints)
+
+    def _build(
+        self,
+        config: TrainConfig,
+        sink: MetricSink | None,
+        progress: bool | None,
+        early_stop: Callable[[list[float]], bool] | None,
+        initial_weights: Mapping[str, Any] | None,
+        initial_mask: Mask | None,
+    ) -> None:
         self.sink: MetricSink = sink or NullSink()
         self.progress = progress
         self.early_stop = early_stop
@@ -98,7 +121,6 @@ class Runner:
             derive_seed(config.seed, "replay"),
         )
         self.act_rng = np.random.default_rng(derive_seed(config.seed, "explore"))
-        self.checkpoints = CheckpointManager(checkpoint_dir, keep=config.run.keep_checkpoints)
         self.log = MetricLog(self.sink)
         """Metrics since the last flush (:mod:`sparse_ticket.metric_log`)."""
         # The loop's state: everything below is checkpointed (save_checkpoint / resume).
@@ -361,6 +383,9 @@ class Runner:
         self.log.flush(self.step, self.updates, self.last_epsilon)
 
     def close(self) -> None:
-        """Close the training and evaluation envs."""
-        self.env.close()
-        self.eval_env.close()
+        """Close the training and evaluation envs and release the run's lock."""
+        try:
+            self.env.close()
+            self.eval_env.close()
+        finally:
+            self.lock.release()
