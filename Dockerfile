@@ -1,12 +1,20 @@
 # sparse-ticket: the GPU image (build: docker/build.sh; use: README.md, "Containers").
 #
-# Base: the official Python 3.11 image on Debian 12, pinned by exact tag. No nvidia/cuda base is
-# needed: torch==2.13.0 on PyPI (Linux x86_64) is the CUDA 13.0 build and brings its CUDA
-# runtime, cuDNN 9.20 and NCCL as pip packages (cuda-toolkit 13.0.3, nvidia-*-cu13), so a CUDA
-# base would only add a second, unused copy of them. The one thing from outside is the host's
-# NVIDIA driver (>= 580 for CUDA 13.0), mounted by `docker run --gpus` or `singularity --nv`.
-FROM python:3.11.14-slim-bookworm
+# Base: Debian 12 (bookworm) slim with Debian's own Python 3.11 (python3 3.11.2), pinned to a
+# point release. The same file builds in CI, where no registry is reachable: CI makes a bookworm
+# base with debootstrap (the official debian image is built the same way, from the same
+# packages) and passes it as BASE_IMAGE (.ci/build-image). No nvidia/cuda base is needed:
+# torch==2.13.0 on PyPI (Linux x86_64) is the CUDA 13.0 build and brings its CUDA runtime,
+# cuDNN 9.20 and NCCL as pip packages, so a CUDA base would only add a second, unused copy of
+# them. The one thing from outside is the host's NVIDIA driver (>= 580 for CUDA 13.0), mounted by
+# `docker run --gpus` or `singularity --nv`.
+ARG BASE_IMAGE=debian:12.12-slim
+FROM ${BASE_IMAGE}
 
+# Which torch build: "cuda" (the default, from PyPI or TORCH_INDEX_URL) or "cpu", the CPU wheel
+# of the same version from docker/wheels/ (CI: the CUDA wheels are ~3 GB to download per run).
+# The check after the install fails the build if the other kind was picked up.
+ARG TORCH_VARIANT=cuda
 # An extra index for torch, for hosts whose driver is too old for CUDA 13.0: e.g.
 # https://download.pytorch.org/whl/cu126 installs 2.13.0+cu126, the same pinned version built for
 # CUDA 12.6 (then also pass NVIDIA_REQUIRE_CUDA="cuda>=12.6"). Empty: everything from PyPI.
@@ -19,28 +27,39 @@ ENV PYTHONDONTWRITEBYTECODE=1 \
     PYTHONUNBUFFERED=1 \
     PIP_DISABLE_PIP_VERSION_CHECK=1 \
     PIP_ROOT_USER_ACTION=ignore \
+    VIRTUAL_ENV=/opt/venv \
+    PATH=/opt/venv/bin:$PATH \
+    PIP_CERT=/etc/ssl/certs/ca-certificates.crt \
+    REQUESTS_CA_BUNDLE=/etc/ssl/certs/ca-certificates.crt \
     NVIDIA_VISIBLE_DEVICES=all \
     NVIDIA_DRIVER_CAPABILITIES=compute,utility \
     NVIDIA_REQUIRE_CUDA=${NVIDIA_REQUIRE_CUDA}
 
+# python3 + venv: Debian's Python 3.11 (PEP 668 keeps pip out of the system site, hence a venv);
 # git: MLflow and the provenance tags read the commit of a mounted checkout (the image itself has
 # no .git); tini: PID 1 that forwards SIGTERM/SIGINT to the whole run (-g), so `docker stop` lets
-# a run checkpoint and end cleanly. Versions are not pinned: Debian removes superseded versions
-# from its archive (a pin breaks the build at the next security update), and neither package
-# touches a result; the results are pinned by the base tag and requirements.txt.
+# a run checkpoint and end cleanly; ca-certificates: HTTPS to PyPI and tracking servers. Versions
+# are not pinned: Debian removes superseded versions from its archive (a pin breaks the build at
+# the next security update), and none of them touches a result; the results are pinned by the
+# base's release and requirements.txt.
+# docker/certs/*.crt: CAs of a TLS-intercepting proxy, trusted by pip and the runs (see there).
+COPY docker/certs/ /usr/local/share/ca-certificates/
 # hadolint ignore=DL3008
 RUN apt-get update \
-    && apt-get install -y --no-install-recommends git tini \
-    && rm -rf /var/lib/apt/lists/*
+    && apt-get install -y --no-install-recommends python3 python3-venv git tini ca-certificates \
+    && rm -rf /var/lib/apt/lists/* /usr/local/share/ca-certificates/README.md \
+    && update-ca-certificates \
+    && python3 -m venv /opt/venv
 
 WORKDIR /opt/sparse-ticket
 
-# Exactly requirements.txt (its own layer: the code below changes far more often). The check
-# fails the build if a CPU-only torch wheel was picked up.
+# Exactly requirements.txt (its own layer: the code below changes far more often).
 COPY requirements.txt ./
+COPY docker/wheels/ /tmp/wheels/
 RUN pip install --no-cache-dir ${TORCH_INDEX_URL:+--extra-index-url "$TORCH_INDEX_URL"} \
-        -r requirements.txt \
-    && python -c "import torch; assert torch.version.cuda, torch.__version__; print('torch', torch.__version__, 'CUDA', torch.version.cuda)"
+        --find-links /tmp/wheels -r requirements.txt \
+    && rm -rf /tmp/wheels \
+    && python -c "import sys, torch; cuda = torch.version.cuda; ok = bool(cuda) == (sys.argv[1] == 'cuda'); print('torch', torch.__version__, 'CUDA', cuda); sys.exit(0 if ok else 'torch is not the ' + sys.argv[1] + ' build')" "$TORCH_VARIANT"
 
 # The project: what `mlflow run .` and the code version hash need (see .dockerignore).
 COPY pyproject.toml README.md MLproject python_env.yaml ./

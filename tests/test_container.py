@@ -1,8 +1,8 @@
 """The container files (Dockerfile, .dockerignore, docker/), checked without a Docker engine.
 
-CI has no Docker engine, so the image is built only on users' machines; these tests catch what
-would break that build or make the image differ from the project: a lint error, a COPY of a
-missing or ignored path, packages other than requirements.txt, a broken entry point.
+They catch, before any build, what would break it or make the image differ from the project: a
+lint error, a COPY of a missing or ignored path, packages other than requirements.txt, a broken
+entry point. The image itself is built by CI (.ci/build-image) and run by tests/test_image.py.
 """
 
 from __future__ import annotations
@@ -173,20 +173,32 @@ def test_hadolint_passes():
     assert result.returncode == 0, result.stdout + result.stderr
 
 
+def base_images(parsed: list[tuple[str, str]]) -> list[str]:
+    """The FROM images, with ``${ARG}`` replaced by the default of an ARG declared before."""
+    defaults: dict[str, str] = {}
+    images = []
+    for keyword, args in parsed:
+        if keyword == "ARG":
+            defaults.update(key_values(args))
+        elif keyword == "FROM":
+            image = next(w for w in args.split() if not w.startswith("--"))
+            images.append(re.sub(r"\$\{(\w+)\}", lambda m: defaults.get(m[1], m[0]), image))
+    return images
+
+
 def test_base_image_is_pinned_and_has_the_python_of_python_env(parsed):
-    images = [
-        next(w for w in args.split() if not w.startswith("--"))
-        for keyword, args in parsed
-        if keyword == "FROM"
-    ]
+    images = base_images(parsed)
     assert images, "no FROM"
     for image in images:
-        assert "@sha256:" in image or re.fullmatch(r"[\w./-]+:\d+\.\d+\.\d+[\w.-]*", image), image
+        # a digest, an exact version (python:3.11.14-slim) or a point release (debian:12.12-slim)
+        assert "@sha256:" in image or re.fullmatch(r"[\w./-]+:\d+\.\d+(\.\d+)?[\w.-]*", image), image
     env_python = re.search(r"python:\s*\"?([\d.]+)", (ROOT / "python_env.yaml").read_text())
     assert env_python, "python_env.yaml names no python version"
     if images[-1].startswith("python:"):
         tag = images[-1].split(":", 1)[1]
         assert tag.startswith(env_python.group(1) + "."), (images[-1], env_python.group(1))
+    if images[-1].startswith("debian:12"):  # bookworm's python3 is 3.11
+        assert env_python.group(1) == "3.11", env_python.group(1)
 
 
 def test_copy_sources_exist_and_are_in_the_build_context(parsed, rules):
