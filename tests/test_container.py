@@ -191,7 +191,8 @@ def test_base_image_is_pinned_and_has_the_python_of_python_env(parsed):
     assert images, "no FROM"
     for image in images:
         # a digest, an exact version (python:3.11.14-slim) or a point release (debian:12.12-slim)
-        assert "@sha256:" in image or re.fullmatch(r"[\w./-]+:\d+\.\d+(\.\d+)?[\w.-]*", image), image
+        pinned = re.fullmatch(r"[\w./-]+:\d+\.\d+(\.\d+)?[\w.-]*", image)
+        assert "@sha256:" in image or pinned, image
     env_python = re.search(r"python:\s*\"?([\d.]+)", (ROOT / "python_env.yaml").read_text())
     assert env_python, "python_env.yaml names no python version"
     if images[-1].startswith("python:"):
