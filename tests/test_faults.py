@@ -25,6 +25,7 @@ from sparse_ticket.checkpoint import CheckpointManager, load_checkpoint
 from sparse_ticket.locks import LOCK_FILE, FileLock, LockHeld
 from sparse_ticket.sparsity.masks import load_mask, save_mask
 from tests.conftest import ROOT, only_run, run_cli
+from tests.test_train_dense import assert_same_weights, final_weights
 
 pytestmark = pytest.mark.integration
 
@@ -76,18 +77,6 @@ def one_line_error(result: subprocess.CompletedProcess, code: int, needle: str) 
     errors = [line for line in lines if line.startswith("error: ")]
     assert len(errors) == 1 and needle in errors[0], lines
     return errors[0]
-
-
-def weights_of(run_id: str) -> dict:
-    path = mlflow.artifacts.download_artifacts(f"runs:/{run_id}/checkpoints/final.pt")
-    return torch.load(path, weights_only=True)
-
-
-def assert_same_weights(a: dict, b: dict) -> None:
-    assert a.keys() == b.keys()
-    for role in a:
-        for name, tensor in a[role].items():
-            assert torch.equal(tensor, b[role][name]), f"{role}.{name} differs"
 
 
 # ----------------------------------------------------------------------------- one writer
@@ -184,7 +173,7 @@ def test_a_full_disk_fails_the_run_keeps_the_last_checkpoint_and_resumes(trackin
     run_cli("train-dense", "--resume", run.info.run_id)
     resumed = mlflow.MlflowClient().get_run(run.info.run_id)
     assert resumed.info.status == "FINISHED"
-    assert_same_weights(weights_of(reference), weights_of(run.info.run_id))
+    assert_same_weights(final_weights(reference), final_weights(run.info.run_id))
 
 
 # ----------------------------------------------------------------------------- tampering
