@@ -335,11 +335,13 @@ def download_checked(uri: str, name: str) -> tuple[Path, dict[str, Any]]:
         sidecar_uri = uri[: -len(path.suffix)] + ".json"
         sidecar = json.loads(download(sidecar_uri, f"{name} sidecar").read_text())
     except (InputError, json.JSONDecodeError, UnicodeDecodeError):
-        pass
+        if path.with_suffix(".json").is_file():  # downloaded beside it (a folder URI)
+            sidecar = json.loads(path.with_suffix(".json").read_text())
     expected = sidecar.get("content_hash")
-    if expected and file_hash(path) != expected:
+    actual = file_hash(path) if expected else None
+    if expected and actual != expected:
         raise InputError(
-            f"{name} {uri!r} does not match its recorded content hash ({file_hash(path)}, "
+            f"{name} {uri!r} does not match its recorded content hash ({actual}, "
             f"recorded {expected}): the file was changed after it was logged; refusing it"
         )
     return path, sidecar
