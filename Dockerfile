@@ -64,7 +64,7 @@ RUN pip install --no-cache-dir ${TORCH_INDEX_URL:+--extra-index-url "$TORCH_INDE
 # The project: what `mlflow run .` and the code version hash need (see .dockerignore).
 COPY pyproject.toml README.md MLproject python_env.yaml ./
 COPY sparse_ticket/ sparse_ticket/
-COPY mlproject/ mlproject/
+COPY sparse_ticket_mlflow/ sparse_ticket_mlflow/
 COPY docker/entrypoint.sh docker/entrypoint.sh
 
 # The project itself, nothing else (--no-deps), editable: one copy of the code. Results

@@ -37,12 +37,12 @@ from typing import Any
 
 import numpy as np
 
-from mlproject.presets import load_preset
 from sparse_ticket.config import TrainConfig, apply_overrides, flatten, validate
 from sparse_ticket.envs import make_env
 from sparse_ticket.runner import Runner
 from sparse_ticket.stats.scores import iqm
 from sparse_ticket.types import Metric
+from sparse_ticket_mlflow.presets import load_preset
 
 PUBLISHED_DQN: dict[str, dict[int, float]] = {
     "breakout": {1_000_000: 9.5, 5_000_000: 10.0},

@@ -28,7 +28,8 @@ from sparse_ticket.replay import FrameReplay
 
 @dataclass
 class Args:
-    """Every setting of the run (the ``minatar`` preset's values, ``mlproject/presets``)."""
+    """Every setting of the run (the ``minatar`` preset's values,
+    ``sparse_ticket_mlflow/presets``)."""
 
     game: str = "breakout"
     """A MinAtar game: asterix, breakout, freeway, seaquest, space_invaders."""

@@ -6,7 +6,7 @@ update, reduced only at a flush: reading a tensor is a host synchronisation), an
 of a logging interval (steps/s, the mean update statistics). :class:`MetricLog` holds all three
 until :meth:`MetricLog.flush` hands them to a :class:`MetricSink` in one batch (an sqlite
 tracking store costs ~20 ms per call). Tracking itself is not the library's business: the MLflow
-layer implements the sink (``mlproject/tracking.py``).
+layer implements the sink (``sparse_ticket_mlflow/tracking.py``).
 """
 
 from __future__ import annotations

@@ -36,9 +36,9 @@ def tracking(tmp_path, monkeypatch):
 
 
 def run_cli(*args: str, timeout: float = 300, check: bool = True) -> subprocess.CompletedProcess:
-    """``python -m mlproject ARGS`` in a subprocess, with the caller's environment."""
+    """``python -m sparse_ticket_mlflow ARGS`` in a subprocess, with the caller's environment."""
     result = subprocess.run(
-        [sys.executable, "-m", "mlproject", *args],
+        [sys.executable, "-m", "sparse_ticket_mlflow", *args],
         capture_output=True,
         text=True,
         timeout=timeout,

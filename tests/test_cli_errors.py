@@ -6,7 +6,7 @@ import mlflow
 import pytest
 import torch
 
-from mlproject.cli import main
+from sparse_ticket_mlflow.cli import main
 from tests.conftest import run_cli, tiny_finished_run
 
 

@@ -1,7 +1,7 @@
 """Every condition of the grid means what its name says (issue 12), measured on real runs.
 
-One small MinAtar lineage through the real entry points (``python -m mlproject``): a dense
-Breakout run, an IMP ticket at 80% from it, the random-ticket controls of that ticket, and
+One small MinAtar lineage through the real entry points (``python -m sparse_ticket_mlflow``): a
+dense Breakout run, an IMP ticket at 80% from it, the random-ticket controls of that ticket, and
 transfers of it to Space Invaders. Each test checks one definition from ``docs/protocol.md``:
 
 - the random-ticket control keeps the *original initial values* at its random positions
@@ -17,8 +17,8 @@ import mlflow
 import pytest
 import torch
 
-from mlproject.dag import build_dag
-from mlproject.study import load_study
+from sparse_ticket_mlflow.dag import build_dag
+from sparse_ticket_mlflow.study import load_study
 from tests.conftest import run_cli, use_store
 
 pytestmark = pytest.mark.integration

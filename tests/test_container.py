@@ -221,7 +221,7 @@ def test_image_holds_what_mlflow_run_needs(parsed):
     copied = {Path(source).parts[0] for source in copy_sources(parsed)}
     project = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
     needed = {"MLproject", "python_env.yaml", "pyproject.toml", "requirements.txt"}
-    needed |= {"sparse_ticket", "mlproject"}
+    needed |= {"sparse_ticket", "sparse_ticket_mlflow"}
     if isinstance(project.get("readme"), str):
         needed.add(project["readme"])
     assert needed <= copied, f"not copied into the image: {sorted(needed - copied)}"

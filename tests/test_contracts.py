@@ -1,4 +1,4 @@
-"""The contracts between runs are spelled once, in mlproject/contracts.py."""
+"""The contracts between runs are spelled once, in sparse_ticket_mlflow/contracts.py."""
 
 from __future__ import annotations
 
@@ -9,17 +9,17 @@ from pathlib import Path
 import click
 import yaml
 
-from mlproject import contracts, study
-from mlproject.cli import cli
-from mlproject.contracts import Tag
-from mlproject.find_mask import FindMaskRequest
-from mlproject.main import StudyRequest
-from mlproject.runs import TrainRequest
-from mlproject.slurm import SubmitRequest
-from mlproject.transfer import TransferRequest
 from sparse_ticket import config, transfer
+from sparse_ticket_mlflow import contracts, study
+from sparse_ticket_mlflow.cli import cli
+from sparse_ticket_mlflow.contracts import Tag
+from sparse_ticket_mlflow.find_mask import FindMaskRequest
+from sparse_ticket_mlflow.main import StudyRequest
+from sparse_ticket_mlflow.runs import TrainRequest
+from sparse_ticket_mlflow.slurm import SubmitRequest
+from sparse_ticket_mlflow.transfer import TransferRequest
 
-MLPROJECT = Path(__file__).resolve().parents[1] / "mlproject"
+MLPROJECT = Path(__file__).resolve().parents[1] / "sparse_ticket_mlflow"
 
 
 def sources() -> dict[str, str]:

@@ -9,14 +9,19 @@ import mlflow
 import numpy as np
 import pytest
 
-from mlproject.cli import main
-from mlproject.conditions import Condition
-from mlproject.errors import InputError
-from mlproject.evaluate import evaluate_study
-from mlproject.figures import DENSE_LABEL
-from mlproject.study_data import metric_curves, scope_runs, ticket_levels, windowed_episode_curve
-from mlproject.study_outputs import dense_final_scores, ticket_figures, transfer_grids
-from mlproject.summaries import Comparison, Summary
+from sparse_ticket_mlflow.cli import main
+from sparse_ticket_mlflow.conditions import Condition
+from sparse_ticket_mlflow.errors import InputError
+from sparse_ticket_mlflow.evaluate import evaluate_study
+from sparse_ticket_mlflow.figures import DENSE_LABEL
+from sparse_ticket_mlflow.study_data import (
+    metric_curves,
+    scope_runs,
+    ticket_levels,
+    windowed_episode_curve,
+)
+from sparse_ticket_mlflow.study_outputs import dense_final_scores, ticket_figures, transfer_grids
+from sparse_ticket_mlflow.summaries import Comparison, Summary
 from tests.test_cli_errors import _assert_clean_failure
 
 STEPS = (0, 100, 200)

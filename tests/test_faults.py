@@ -20,10 +20,10 @@ import mlflow
 import pytest
 import torch
 
-from mlproject.runs import download_checked, file_hash
 from sparse_ticket.checkpoint import CheckpointManager, load_checkpoint
 from sparse_ticket.locks import LOCK_FILE, FileLock, LockHeld
 from sparse_ticket.sparsity.masks import load_mask, save_mask
+from sparse_ticket_mlflow.runs import download_checked, file_hash
 from tests.conftest import ROOT, only_run, run_cli
 from tests.test_train_dense import assert_same_weights, final_weights
 
@@ -33,9 +33,9 @@ MINATAR = ("--game", "breakout", "--preset", "minatar-smoke")
 
 
 def start(*args: str) -> subprocess.Popen:
-    """``python -m mlproject ARGS`` in the background."""
+    """``python -m sparse_ticket_mlflow ARGS`` in the background."""
     return subprocess.Popen(
-        [sys.executable, "-m", "mlproject", *args],
+        [sys.executable, "-m", "sparse_ticket_mlflow", *args],
         stdout=subprocess.DEVNULL,
         stderr=subprocess.PIPE,
         text=True,

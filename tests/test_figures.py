@@ -1,4 +1,4 @@
-"""Tests for ``mlproject.figures``: every figure writes readable PNG and PDF files."""
+"""Tests for ``sparse_ticket_mlflow.figures``: every figure writes readable PNG and PDF files."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ import pytest
 from matplotlib.figure import Figure
 from matplotlib.image import imread
 
-from mlproject import figures
+from sparse_ticket_mlflow import figures
 
 GAMES = ["Breakout", "Pong", "SpaceInvaders"]
 

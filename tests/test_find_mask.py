@@ -9,8 +9,8 @@ import mlflow
 import pytest
 import torch
 
-from mlproject.runs import load_mask_uri
 from sparse_ticket.sparsity.masks import content_hash, sparsity_report
+from sparse_ticket_mlflow.runs import load_mask_uri
 from tests.conftest import run_cli
 from tests.test_train_dense import mlflow_run
 

@@ -103,7 +103,15 @@ def test_the_image_holds_exactly_requirements_txt():
 def test_docker_stop_checkpoints_ends_killed_and_a_second_run_resumes(volume):
     name, data = volume
     container = f"st-stop-{uuid.uuid4().hex[:8]}"
-    command = ["python", "-m", "mlproject", "train-dense", *MINATAR, "--total-steps", "8000"]
+    command = [
+        "python",
+        "-m",
+        "sparse_ticket_mlflow",
+        "train-dense",
+        *MINATAR,
+        "--total-steps",
+        "8000",
+    ]
     docker("run", "-d", "--network", "host", "-v", f"{name}:/data", "--name", container,
            IMAGE, *command)  # fmt: skip
     try:
@@ -121,7 +129,7 @@ def test_docker_stop_checkpoints_ends_killed_and_a_second_run_resumes(volume):
     assert run.info.status == "KILLED"
     assert "resume with --resume" in logs
 
-    resumed = run_in_image(name, "python", "-m", "mlproject", "train-dense", "--resume",
+    resumed = run_in_image(name, "python", "-m", "sparse_ticket_mlflow", "train-dense", "--resume",
                            run.info.run_id)  # fmt: skip
     assert resumed.returncode == 0, resumed.stderr[-3000:]
     run = client_of(data).get_run(run.info.run_id)
@@ -129,14 +137,6 @@ def test_docker_stop_checkpoints_ends_killed_and_a_second_run_resumes(volume):
 
 
 @pytest.mark.slow
-@pytest.mark.xfail(
-    reason="mlflow's _find_mlproject takes the first os.listdir entry whose lower-cased name is "
-    "'mlproject', and the package directory mlproject/ collides with the MLproject file: "
-    "`mlflow run .` works only where the filesystem lists MLproject first (issue 14 note; "
-    "the package is to be renamed)",
-    raises=AssertionError,
-    strict=False,
-)
 def test_the_tiny_study_end_to_end_in_the_image(volume):
     name, data = volume
     result = run_in_image(

@@ -154,7 +154,16 @@ def wait_for_progress(minimum: int, timeout: float = 120) -> str:
 def test_sigterm_stops_the_study_and_main_resumes_it(tracking, tmp_path):
     study = tmp_path / "interrupted.toml"
     study.write_text(INTERRUPTED)
-    command = [sys.executable, "-m", "mlproject", "main", "--preset", str(study), "--workers", "1"]
+    command = [
+        sys.executable,
+        "-m",
+        "sparse_ticket_mlflow",
+        "main",
+        "--preset",
+        str(study),
+        "--workers",
+        "1",
+    ]
     command += ["--output-dir", str(tmp_path / "studies")]
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
     driver = subprocess.Popen(

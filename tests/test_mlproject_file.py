@@ -1,8 +1,9 @@
 """The ``MLproject`` file and the command line say the same thing: every entry point's
-parameters (names and defaults) are the options of its ``python -m mlproject`` command.
+parameters (names and defaults) are the options of its ``python -m sparse_ticket_mlflow`` command.
 
 Issue 13 (contracts declared once): ``workers`` defaulted to 2 in ``MLproject`` and to 1 on the
-command line, so ``mlflow run -e main`` and ``python -m mlproject main`` ran different studies.
+command line, so ``mlflow run -e main`` and ``python -m sparse_ticket_mlflow main`` ran different
+studies.
 """
 
 from __future__ import annotations
@@ -13,7 +14,7 @@ import click
 import pytest
 import yaml
 
-from mlproject.cli import cli
+from sparse_ticket_mlflow.cli import cli
 
 ROOT = Path(__file__).resolve().parents[1]
 ENTRY_POINTS = yaml.safe_load((ROOT / "MLproject").read_text())["entry_points"]
@@ -47,3 +48,13 @@ def test_each_entry_points_parameters_are_its_commands_options(entry_point):
     # and the command passes every parameter on, as the option of the same name
     for name in declared:
         assert f"--{name.replace('_', '-')} {{{name}}}" in " ".join(spec["command"].split()), name
+
+
+def test_the_mlproject_file_is_the_only_entry_mlflow_can_take_for_it():
+    # mlflow's _find_mlproject returns the first os.listdir entry whose lower-cased name is
+    # "mlproject"; the MLflow layer's package was once named mlproject/, so `mlflow run .` read
+    # the package directory as the project file wherever the filesystem listed it first (the
+    # image's overlayfs did: issue 14). The invariant holds for every listing order.
+    matches = [p.name for p in ROOT.iterdir() if p.name.lower() == "mlproject"]
+    assert matches == ["MLproject"]
+    assert (ROOT / "MLproject").is_file()

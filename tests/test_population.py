@@ -16,7 +16,6 @@ import numpy as np
 import pytest
 import torch
 
-from mlproject.presets import load_preset
 from sparse_ticket.agents import make_agent
 from sparse_ticket.agents.population import Population, resolve_batching
 from sparse_ticket.checkpoint import load_checkpoint
@@ -24,6 +23,7 @@ from sparse_ticket.config import AgentConfig, TrainConfig, apply_overrides
 from sparse_ticket.population_runner import PopulationRunner
 from sparse_ticket.runner import Runner
 from sparse_ticket.types import Metric
+from sparse_ticket_mlflow.presets import load_preset
 from tests.test_agents import make_batch
 
 MINATAR = (10, 10, 10)

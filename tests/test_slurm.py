@@ -11,8 +11,8 @@ from pathlib import Path
 import mlflow
 import pytest
 
-from mlproject.errors import InputError
-from mlproject.slurm import Resources, check_tracking, container_prefix
+from sparse_ticket_mlflow.errors import InputError
+from sparse_ticket_mlflow.slurm import Resources, check_tracking, container_prefix
 from tests import slurm_cluster
 from tests.conftest import run_cli
 from tests.test_main import INTERRUPTED, wait_for_progress

@@ -5,11 +5,11 @@ from __future__ import annotations
 import pytest
 import torch
 
-from mlproject.presets import load_preset
 from sparse_ticket.config import TrainConfig, apply_overrides
 from sparse_ticket.runner import Runner
 from sparse_ticket.sparsity.masks import sparsity_report
 from sparse_ticket.types import Metric
+from sparse_ticket_mlflow.presets import load_preset
 
 
 class Recorder:

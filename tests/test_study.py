@@ -7,13 +7,13 @@ from pathlib import Path
 
 import pytest
 
-from mlproject.dag import Node, build_dag, dag_size
-from mlproject.errors import InputError
-from mlproject.main import StudyRequest, load, members_per_task, plan
-from mlproject.node_keys import code_version, node_key
-from mlproject.presets import load_preset, preset_names, study_preset_names
-from mlproject.study import load_study
 from sparse_ticket.config import ConfigError
+from sparse_ticket_mlflow.dag import Node, build_dag, dag_size
+from sparse_ticket_mlflow.errors import InputError
+from sparse_ticket_mlflow.main import StudyRequest, load, members_per_task, plan
+from sparse_ticket_mlflow.node_keys import code_version, node_key
+from sparse_ticket_mlflow.presets import load_preset, preset_names, study_preset_names
+from sparse_ticket_mlflow.study import load_study
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -174,17 +174,21 @@ def test_node_key_changes_with_params_upstream_and_code():
 
 
 def test_code_version_sees_code_not_docs_or_launchers(tmp_path):
-    for part in ("sparse_ticket", "mlproject"):
+    for part in ("sparse_ticket", "sparse_ticket_mlflow"):
         shutil.copytree(ROOT / part, tmp_path / part, ignore=shutil.ignore_patterns("__pycache__"))
     shutil.copy(ROOT / "MLproject", tmp_path / "MLproject")
     before = code_version(tmp_path)
     (tmp_path / "README.md").write_text("docs change nothing")
     assert code_version(tmp_path) == before
     for launcher in ("main.py", "slurm.py", "study.py", "presets/demo.toml"):
-        target = tmp_path / "mlproject" / launcher
+        target = tmp_path / "sparse_ticket_mlflow" / launcher
         target.write_text(target.read_text() + "\n# launching, not computing\n")
     assert code_version(tmp_path) == before
-    computing = ("sparse_ticket/runner.py", "mlproject/transfer.py", "mlproject/presets/smoke.toml")
+    computing = (
+        "sparse_ticket/runner.py",
+        "sparse_ticket_mlflow/transfer.py",
+        "sparse_ticket_mlflow/presets/smoke.toml",
+    )
     for code in computing:
         target = tmp_path / code
         target.write_text(target.read_text() + "\n# a change\n")

@@ -14,8 +14,8 @@ import mlflow
 import pytest
 import torch
 
-from mlproject.runs import fetch_checkpoint, run_config
 from sparse_ticket.runner import Runner
+from sparse_ticket_mlflow.runs import fetch_checkpoint, run_config
 from tests.conftest import ROOT, only_run, run_cli, tiny_finished_run
 
 pytestmark = pytest.mark.integration
@@ -162,7 +162,7 @@ def test_sigkill_then_resume_matches_uninterrupted_run(tracking, tmp_path, game)
     reference = only_run("FINISHED").info.run_id
 
     process = subprocess.Popen(
-        [sys.executable, "-m", "mlproject", *args],
+        [sys.executable, "-m", "sparse_ticket_mlflow", *args],
         stdout=subprocess.DEVNULL,
         stderr=subprocess.PIPE,
         text=True,
@@ -192,7 +192,7 @@ def test_sigterm_checkpoints_and_marks_the_run_killed(tracking, tmp_path):
         [
             sys.executable,
             "-m",
-            "mlproject",
+            "sparse_ticket_mlflow",
             "train-dense",
             "--game",
             "pong",

@@ -15,7 +15,7 @@ import time
 import mlflow
 import torch
 
-from mlproject.train_members import create_member_run
+from sparse_ticket_mlflow.train_members import create_member_run
 from tests.conftest import run_cli
 from tests.test_train_dense import mlflow_run
 
@@ -99,7 +99,14 @@ def test_members_equal_runs_trained_alone(tracking):
 def test_sigterm_checkpoints_every_member_and_the_same_command_resumes(tracking, tmp_path):
     params = {**PARAMS, "total_steps": "4000", "overrides": OVERRIDES.replace("300", "200")}
     ids = [create_member_run(experiment(), "train-dense", {**params, "seed": s}) for s in "01"]
-    command = [sys.executable, "-m", "mlproject", "train-members", "--runs", ",".join(ids)]
+    command = [
+        sys.executable,
+        "-m",
+        "sparse_ticket_mlflow",
+        "train-members",
+        "--runs",
+        ",".join(ids),
+    ]
     process = subprocess.Popen(command, cwd=tmp_path, stderr=subprocess.PIPE, text=True)
     client = mlflow.MlflowClient()
     deadline = time.monotonic() + 120

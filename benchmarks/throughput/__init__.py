@@ -8,8 +8,8 @@ Usage (from the repository root; ``python -m benchmarks.throughput`` is the same
         [--members K[,K...] [--batching auto|loop|vmap[,...]] [--study paper]]
 
 MinAtar instead of Atari: ``--game breakout --overrides "env.suite=minatar agent.encoder=minatar
-env.frame_stack=1"`` (the settings of ``mlproject/presets/minatar.toml`` that make it MinAtar; the
-others there are schedule lengths the benchmark sets itself).
+env.frame_stack=1"`` (the settings of ``sparse_ticket_mlflow/presets/minatar.toml`` that make it
+MinAtar; the others there are schedule lengths the benchmark sets itself).
 
 Every figure is measured on the same :class:`~sparse_ticket.config.TrainConfig` (the full-scale
 protocol of ``TrainConfig()``, with a 100k replay, learning that starts after a few thousand steps,
@@ -102,12 +102,12 @@ population iterations, i.e. the single-run loop's agent steps *per member*.
 ``study_device_hours``
     Device-hours of the ``--study`` preset (default ``paper``: about 44.4G agent steps) at this
     aggregate rate: ``study_agent_steps / aggregate_steps_per_s / 3600``, where
-    ``study_agent_steps`` is the total the study's dry run reports (``mlproject.main.load``
-    and ``mlproject.dag.dag_size``). It assumes every training run of the study trains in a
-    full population of K at this rate (this benchmark's game and algorithm stand for all of
-    them). A :class:`PopulationRunner` needs K runs of one config but their seeds (or masks and
-    initial weights) at a time: the ``paper`` study has 10 seeds per condition, so read K > 10
-    as what packing conditions of one shape together would give.
+    ``study_agent_steps`` is the total the study's dry run reports
+    (``sparse_ticket_mlflow.main.load`` and ``sparse_ticket_mlflow.dag.dag_size``). It assumes
+    every training run of the study trains in a full population of K at this rate (this benchmark's
+    game and algorithm stand for all of them). A :class:`PopulationRunner` needs K runs of one
+    config but their seeds (or masks and initial weights) at a time: the ``paper`` study has 10
+    seeds per condition, so read K > 10 as what packing conditions of one shape together would give.
 
 ``--json`` then prints the setup, ``study`` (name, agent steps, training runs) and
 ``population``: one object per (K, batching) with the figures above, ``members``,

@@ -95,9 +95,9 @@ def replay_kind(population: PopulationRunner) -> str:
 def study_size(name: str) -> dict[str, Any]:
     """The study preset's total agent steps and training runs, as its dry run counts them."""
     # Imported here: mlflow comes with the driver and costs a few seconds.
-    from mlproject.dag import dag_size
-    from mlproject.errors import InputError
-    from mlproject.main import StudyRequest, load
+    from sparse_ticket_mlflow.dag import dag_size
+    from sparse_ticket_mlflow.errors import InputError
+    from sparse_ticket_mlflow.main import StudyRequest, load
 
     try:
         spec, nodes = load(StudyRequest(preset=name))

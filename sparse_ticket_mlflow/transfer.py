@@ -29,18 +29,6 @@ from typing import Any
 
 import torch
 
-from mlproject.contracts import TRANSFER, Tag, request_type
-from mlproject.errors import InputError
-from mlproject.runs import (
-    TrainRequest,
-    build_config,
-    download_checked,
-    load_mask_uri,
-    new_training_run,
-    resumable_run,
-    resume,
-    run_id_of,
-)
 from sparse_ticket.building import probe_parameters
 from sparse_ticket.checkpoint import CheckpointError, load_weights
 from sparse_ticket.config import TrainConfig
@@ -54,6 +42,18 @@ from sparse_ticket.transfer import (
     encoder_mask,
     encoder_weights,
     final_sparsity,
+)
+from sparse_ticket_mlflow.contracts import TRANSFER, Tag, request_type
+from sparse_ticket_mlflow.errors import InputError
+from sparse_ticket_mlflow.runs import (
+    TrainRequest,
+    build_config,
+    download_checked,
+    load_mask_uri,
+    new_training_run,
+    resumable_run,
+    resume,
+    run_id_of,
 )
 
 ENTRY_POINT = TRANSFER

@@ -15,9 +15,9 @@ from typing import Any
 
 import numpy as np
 
-from mlproject.contracts import TRAIN_DENSE, Tag
-from mlproject.errors import InputError
 from sparse_ticket.transfer import BASELINES
+from sparse_ticket_mlflow.contracts import TRAIN_DENSE, Tag
+from sparse_ticket_mlflow.errors import InputError
 
 DEFAULT_BASELINES = ("dense",)
 FIELDS = (

@@ -1,10 +1,10 @@
 """The ``main`` entry point: run a whole study as a DAG of MLflow runs, nested under one parent.
 
-Every node of :func:`mlproject.dag.build_dag` becomes one ``mlflow run . -e <entry point>
+Every node of :func:`sparse_ticket_mlflow.dag.build_dag` becomes one ``mlflow run . -e <entry point>
 --env-manager local --run-id <id>`` process, at most ``workers`` at a time, each in a run created
 beforehand under the study's parent run. Before a node runs, its *key* is computed from its entry
 point, its parameters with the upstream run ids filled in, and the code version
-(:func:`mlproject.node_keys.code_version`). Then, in the parent's experiment:
+(:func:`sparse_ticket_mlflow.node_keys.code_version`). Then, in the parent's experiment:
 
 * a FINISHED run with that key is **reused** (nothing runs); a study that was interrupted, or
   run again, continues where it stopped;
@@ -20,7 +20,8 @@ One ``main`` runs a study at a time: a second on the same study folder (``<outpu
 exits 2 while the first lives (:mod:`sparse_ticket.locks`).
 
 This module is the entry point (parameters, the parent run, the dry run, the result); the
-decisions per node are :mod:`mlproject.node_runs`'s, the processes :mod:`mlproject.scheduler`'s.
+decisions per node are :mod:`sparse_ticket_mlflow.node_runs`'s, the processes
+:mod:`sparse_ticket_mlflow.scheduler`'s.
 """
 
 from __future__ import annotations
@@ -35,18 +36,23 @@ from pathlib import Path
 
 import mlflow
 
-from mlproject.contracts import DAG, EVALUATION, MAIN, PLAN, STUDY, Tag, request_type
-from mlproject.dag import Node, build_dag, dag_size
-from mlproject.errors import EXIT_PREEMPTED, InputError, parse_int
-from mlproject.node_keys import code_version, study_key
-from mlproject.node_runs import Tracker, absolute_tracking_uri, evaluation_filter, reusable
-from mlproject.runs import TrainRequest, build_config
-from mlproject.scheduler import Outcome, Scheduler, say
-from mlproject.study import StudySpec, load_study
-from mlproject.tracking import end_run_if_active, log_provenance
 from sparse_ticket.config import ConfigError
 from sparse_ticket.locks import LOCK_FILE, FileLock, LockHeld
 from sparse_ticket.sparsity.schedules import imp_levels
+from sparse_ticket_mlflow.contracts import DAG, EVALUATION, MAIN, PLAN, STUDY, Tag, request_type
+from sparse_ticket_mlflow.dag import Node, build_dag, dag_size
+from sparse_ticket_mlflow.errors import EXIT_PREEMPTED, InputError, parse_int
+from sparse_ticket_mlflow.node_keys import code_version, study_key
+from sparse_ticket_mlflow.node_runs import (
+    Tracker,
+    absolute_tracking_uri,
+    evaluation_filter,
+    reusable,
+)
+from sparse_ticket_mlflow.runs import TrainRequest, build_config
+from sparse_ticket_mlflow.scheduler import Outcome, Scheduler, say
+from sparse_ticket_mlflow.study import StudySpec, load_study
+from sparse_ticket_mlflow.tracking import end_run_if_active, log_provenance
 
 ENTRY_POINT = MAIN
 

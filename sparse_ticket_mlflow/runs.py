@@ -32,26 +32,6 @@ from typing import Any
 import mlflow
 import torch
 
-from mlproject.contracts import (
-    CONFIG,
-    FINAL_WEIGHTS,
-    INIT_WEIGHTS,
-    LATEST_CHECKPOINT,
-    RESUMABLE,
-    TRAIN_DENSE,
-    Tag,
-    request_type,
-    rewind_file,
-)
-from mlproject.errors import EXIT_PREEMPTED, InputError, RunFailed, parse_int
-from mlproject.presets import load_preset
-from mlproject.tracking import (
-    MlflowSink,
-    end_run_if_active,
-    last_logged_step,
-    log_provenance,
-    log_weights,
-)
 from sparse_ticket.checkpoint import (
     MARKER,
     CheckpointError,
@@ -71,6 +51,26 @@ from sparse_ticket.envs.atari import normalise_game
 from sparse_ticket.locks import LockHeld
 from sparse_ticket.runner import Runner
 from sparse_ticket.sparsity.masks import MaskError, load_mask
+from sparse_ticket_mlflow.contracts import (
+    CONFIG,
+    FINAL_WEIGHTS,
+    INIT_WEIGHTS,
+    LATEST_CHECKPOINT,
+    RESUMABLE,
+    TRAIN_DENSE,
+    Tag,
+    request_type,
+    rewind_file,
+)
+from sparse_ticket_mlflow.errors import EXIT_PREEMPTED, InputError, RunFailed, parse_int
+from sparse_ticket_mlflow.presets import load_preset
+from sparse_ticket_mlflow.tracking import (
+    MlflowSink,
+    end_run_if_active,
+    last_logged_step,
+    log_provenance,
+    log_weights,
+)
 
 CHECKPOINT_ENV = "SPARSE_TICKET_CHECKPOINT_DIR"
 

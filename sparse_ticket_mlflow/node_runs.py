@@ -1,10 +1,10 @@
 """A study's node runs in the tracking store: found by key, reused, resumed or created.
 
 Every node run of a study is a run of the study's experiment, nested under its parent run and
-tagged with the node's key (:func:`mlproject.node_keys.node_key`) and with the key of every study
-it serves. :class:`Tracker` decides what to do with a node: reuse a FINISHED run with its key,
-resume an unfinished ``train-dense`` / ``transfer`` run that has a complete checkpoint, or run it
-in a new (or a SCHEDULED, never started) run.
+tagged with the node's key (:func:`sparse_ticket_mlflow.node_keys.node_key`) and with the key of
+every study it serves. :class:`Tracker` decides what to do with a node: reuse a FINISHED run with
+its key, resume an unfinished ``train-dense`` / ``transfer`` run that has a complete checkpoint, or
+run it in a new (or a SCHEDULED, never started) run.
 """
 
 from __future__ import annotations
@@ -15,10 +15,10 @@ from typing import Any
 
 import mlflow
 
-from mlproject.contracts import LATEST_CHECKPOINT, RESUMABLE, Tag
-from mlproject.dag import Node
-from mlproject.node_keys import node_key
 from sparse_ticket.checkpoint import CheckpointManager
+from sparse_ticket_mlflow.contracts import LATEST_CHECKPOINT, RESUMABLE, Tag
+from sparse_ticket_mlflow.dag import Node
+from sparse_ticket_mlflow.node_keys import node_key
 
 
 @dataclass

@@ -30,12 +30,13 @@ What one study leaves in the tracking store (tag keys without the ``sparse_ticke
     evaluate        tags               entry_point=evaluate
                     artifacts          evaluation/ (conditions.csv, conditions.md, figures)
 
-Every training run also carries the provenance tags of :func:`mlproject.tracking.provenance_tags`
-(``git_commit``, ``git_dirty``, ``version.<package>``).
+Every training run also carries the provenance tags of
+:func:`sparse_ticket_mlflow.tracking.provenance_tags` (``git_commit``, ``git_dirty``,
+``version.<package>``).
 
 Every entry point's parameters, with their defaults, help and allowed values, are
-:data:`PARAMETERS`: the command line's options (``mlproject/cli.py``) and the request types
-(:func:`request_type`) are made from it, and ``tests/test_contracts.py`` checks ``MLproject``
+:data:`PARAMETERS`: the command line's options (``sparse_ticket_mlflow/cli.py``) and the request
+types (:func:`request_type`) are made from it, and ``tests/test_contracts.py`` checks ``MLproject``
 against it. Parameters are strings on purpose: MLflow does not validate int/float types, the
 entry point does (one clear line and exit code 2 on bad input).
 """
@@ -63,7 +64,7 @@ SLURM_SUBMIT = "slurm submit"  # the cluster launcher: a command, not an MLproje
 
 MLPROJECT_ENTRY_POINTS = (MAIN, TRAIN_DENSE, FIND_MASK, TRANSFER, EVALUATE)
 """The entry points of the ``MLproject`` file. ``train-members`` (the launchers pack runs with it)
-and ``slurm submit`` are commands of ``python -m mlproject`` only."""
+and ``slurm submit`` are commands of ``python -m sparse_ticket_mlflow`` only."""
 # Single-run entry points that train from a checkpoint when resumed.
 RESUMABLE = (TRAIN_DENSE, TRANSFER)
 
@@ -106,7 +107,7 @@ class Tag:
     DRY_RUN = TAG_PREFIX + "dry_run"
     LAUNCHER = TAG_PREFIX + "launcher"
     SLURM_JOBS = TAG_PREFIX + "slurm_jobs"
-    # provenance (mlproject.tracking)
+    # provenance (sparse_ticket_mlflow.tracking)
     GIT_COMMIT = TAG_PREFIX + "git_commit"
     GIT_DIRTY = TAG_PREFIX + "git_dirty"
     VERSION = TAG_PREFIX + "version."  # + package name
@@ -192,13 +193,13 @@ class Param:
 
 
 def _presets() -> Sequence[str]:
-    from mlproject.presets import preset_names  # reads the preset folder
+    from sparse_ticket_mlflow.presets import preset_names  # reads the preset folder
 
     return preset_names()
 
 
 def _study_presets() -> Sequence[str]:
-    from mlproject.presets import study_preset_names
+    from sparse_ticket_mlflow.presets import study_preset_names
 
     return study_preset_names()
 

@@ -1,4 +1,5 @@
-"""Command line: ``python -m mlproject <entry point> ...`` (what the MLproject file calls)."""
+"""Command line: ``python -m sparse_ticket_mlflow <entry point> ...`` (what the MLproject file
+calls)."""
 
 from __future__ import annotations
 
@@ -9,7 +10,9 @@ from collections.abc import Callable
 
 import click
 
-from mlproject.contracts import (
+from sparse_ticket.agents.population import BATCHING
+from sparse_ticket.checkpoint import CheckpointWriteError
+from sparse_ticket_mlflow.contracts import (
     EVALUATE,
     FIND_MASK,
     MAIN,
@@ -19,15 +22,13 @@ from mlproject.contracts import (
     TRAIN_MEMBERS,
     TRANSFER,
 )
-from mlproject.errors import EXIT_FAILED, EXIT_INPUT, InputError, RunFailed
-from mlproject.find_mask import FindMaskRequest, find_mask
-from mlproject.main import StudyRequest, main_study
-from mlproject.runs import TrainRequest
-from mlproject.tracking import end_run_if_active
-from mlproject.train_dense import train_dense
-from mlproject.transfer import TransferRequest, transfer
-from sparse_ticket.agents.population import BATCHING
-from sparse_ticket.checkpoint import CheckpointWriteError
+from sparse_ticket_mlflow.errors import EXIT_FAILED, EXIT_INPUT, InputError, RunFailed
+from sparse_ticket_mlflow.find_mask import FindMaskRequest, find_mask
+from sparse_ticket_mlflow.main import StudyRequest, main_study
+from sparse_ticket_mlflow.runs import TrainRequest
+from sparse_ticket_mlflow.tracking import end_run_if_active
+from sparse_ticket_mlflow.train_dense import train_dense
+from sparse_ticket_mlflow.transfer import TransferRequest, transfer
 
 
 @click.group()
@@ -64,7 +65,7 @@ def train_dense_command(**params: str) -> None:
 @options(TRAIN_MEMBERS)
 def train_members_command(runs: str, batching: str, checkpoint_dir: str) -> None:
     """Train several runs of one shape in one process (one population; each its own run)."""
-    from mlproject.train_members import train_members
+    from sparse_ticket_mlflow.train_members import train_members
 
     if batching not in BATCHING:
         raise InputError(f"unknown batching {batching!r} (one of {', '.join(BATCHING)})")
@@ -92,7 +93,9 @@ def evaluate_command(
     study: str, output_dir: str, reps: str, seed: str, baselines: str, aggregate: str
 ) -> None:
     """IQM with CIs, area ratios and figures for every condition of a study."""
-    from mlproject.evaluate import evaluate  # rliable, scipy, matplotlib: only when evaluating
+    from sparse_ticket_mlflow.evaluate import (
+        evaluate,  # rliable, scipy, matplotlib: only when evaluating
+    )
 
     sys.exit(evaluate(study, output_dir, reps, seed, baselines, aggregate))
 
@@ -113,7 +116,7 @@ def slurm_group() -> None:
 @options(SLURM_SUBMIT)
 def slurm_submit_command(**params) -> None:
     """Turn a study's DAG into array jobs chained with --dependency=afterok, and submit them."""
-    from mlproject.slurm import SubmitRequest, submit
+    from sparse_ticket_mlflow.slurm import SubmitRequest, submit
 
     sys.exit(submit(SubmitRequest(**params)))
 
@@ -125,7 +128,7 @@ def main(argv: list[str] | None = None) -> None:
     logging.getLogger("mlflow").setLevel(logging.WARNING)
     os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
     try:
-        cli.main(args=argv, prog_name="python -m mlproject", standalone_mode=False)
+        cli.main(args=argv, prog_name="python -m sparse_ticket_mlflow", standalone_mode=False)
     except InputError as error:
         end_run_if_active("FAILED")
         click.echo(f"error: {' '.join(str(error).split())}", err=True)

@@ -1,12 +1,12 @@
 """The ``train-dense`` entry point: a dense DDQN / DQV / DQV-Max agent on one game.
 
-The run lifecycle (validation, opening, checkpoints, resume) is :mod:`mlproject.runs`.
+The run lifecycle (validation, opening, checkpoints, resume) is :mod:`sparse_ticket_mlflow.runs`.
 """
 
 from __future__ import annotations
 
-from mlproject.contracts import TRAIN_DENSE, Tag
-from mlproject.runs import (
+from sparse_ticket_mlflow.contracts import TRAIN_DENSE, Tag
+from sparse_ticket_mlflow.runs import (
     TrainRequest,
     build_config,
     new_training_run,

@@ -31,7 +31,12 @@ from typing import Any
 import mlflow
 from mlflow.entities import Param, RunTag
 
-from mlproject.contracts import (
+from sparse_ticket.checkpoint import CheckpointError
+from sparse_ticket.config import flatten
+from sparse_ticket.lottery import run_chains
+from sparse_ticket.population_runner import PopulationRunner
+from sparse_ticket.runner import Runner
+from sparse_ticket_mlflow.contracts import (
     FIND_MASK,
     INIT_WEIGHTS,
     MLFLOW_ENTRY_POINT,
@@ -42,9 +47,9 @@ from mlproject.contracts import (
     TRANSFER,
     Tag,
 )
-from mlproject.errors import EXIT_PREEMPTED, InputError
-from mlproject.find_mask import FindMaskRequest, FindPlan, find_chain, plan_find
-from mlproject.runs import (
+from sparse_ticket_mlflow.errors import EXIT_PREEMPTED, InputError
+from sparse_ticket_mlflow.find_mask import FindMaskRequest, FindPlan, find_chain, plan_find
+from sparse_ticket_mlflow.runs import (
     TrainRequest,
     build_config,
     checkpoint_root,
@@ -54,13 +59,8 @@ from mlproject.runs import (
     run_checkpoint_dir,
     run_config,
 )
-from mlproject.tracking import MlflowSink, last_logged_step, log_provenance, log_weights
-from mlproject.transfer import TransferRequest, plan_transfer
-from sparse_ticket.checkpoint import CheckpointError
-from sparse_ticket.config import flatten
-from sparse_ticket.lottery import run_chains
-from sparse_ticket.population_runner import PopulationRunner
-from sparse_ticket.runner import Runner
+from sparse_ticket_mlflow.tracking import MlflowSink, last_logged_step, log_provenance, log_weights
+from sparse_ticket_mlflow.transfer import TransferRequest, plan_transfer
 
 PACKABLE = {
     TRAIN_DENSE: TrainRequest,

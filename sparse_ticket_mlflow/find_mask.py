@@ -17,7 +17,7 @@ reinit`` draws a fresh init from the ``reinit`` stream instead (``TrainConfig.in
 
 Sidecars hold the method, the target and realised sparsity (overall and per layer), source game,
 algo, seed, the architecture fingerprint, and content hashes. A mask is loaded back by its
-``runs:/<run_id>/sparsity_0.60/mask.pt`` URI with :func:`mlproject.runs.load_mask_uri`.
+``runs:/<run_id>/sparsity_0.60/mask.pt`` URI with :func:`sparse_ticket_mlflow.runs.load_mask_uri`.
 """
 
 from __future__ import annotations
@@ -37,36 +37,6 @@ import torch
 from mlflow.entities import Metric, Param
 from mlflow.tracking.context.registry import resolve_tags
 
-from mlproject.contracts import (
-    FINAL_WEIGHTS,
-    FIND_MASK,
-    FIND_MASK_ROUND,
-    MASK,
-    REWIND,
-    TICKET,
-    TICKETS,
-    TRAINED,
-    Tag,
-    checkpoint_weights,
-    request_type,
-    rewind_file,
-    run_uri,
-    sparsity_folder,
-)
-from mlproject.errors import EXIT_PREEMPTED, InputError
-from mlproject.runs import (
-    TrainRequest,
-    build_config,
-    check_device,
-    checkpoint_root,
-    download,
-    download_checked,
-    file_hash,
-    load_mask_uri,
-    run_config,
-    run_id_of,
-)
-from mlproject.tracking import MlflowSink, end_run_if_active, log_provenance
 from sparse_ticket.building import probe_parameters
 from sparse_ticket.checkpoint import CheckpointError, load_weights
 from sparse_ticket.config import ConfigError, TrainConfig, apply_overrides, flatten, validate
@@ -93,6 +63,36 @@ from sparse_ticket.sparsity.masks import (
     sparsity_report,
 )
 from sparse_ticket.stats.bootstrap import interquartile_mean
+from sparse_ticket_mlflow.contracts import (
+    FINAL_WEIGHTS,
+    FIND_MASK,
+    FIND_MASK_ROUND,
+    MASK,
+    REWIND,
+    TICKET,
+    TICKETS,
+    TRAINED,
+    Tag,
+    checkpoint_weights,
+    request_type,
+    rewind_file,
+    run_uri,
+    sparsity_folder,
+)
+from sparse_ticket_mlflow.errors import EXIT_PREEMPTED, InputError
+from sparse_ticket_mlflow.runs import (
+    TrainRequest,
+    build_config,
+    check_device,
+    checkpoint_root,
+    download,
+    download_checked,
+    file_hash,
+    load_mask_uri,
+    run_config,
+    run_id_of,
+)
+from sparse_ticket_mlflow.tracking import MlflowSink, end_run_if_active, log_provenance
 
 ENTRY_POINT = FIND_MASK
 

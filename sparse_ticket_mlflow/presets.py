@@ -1,9 +1,9 @@
-"""Named presets (TOML files in ``mlproject/presets``).
+"""Named presets (TOML files in ``sparse_ticket_mlflow/presets``).
 
 A *run preset* has an ``[overrides]`` table: config values for one training run (``smoke``,
 ``minatar``, ...). A *study preset* has a ``[study]`` table: the grid of a whole study for the
-``main`` entry point (``demo``, ``paper``, ...; see :mod:`mlproject.study`). A file may be both
-(``minatar``: the run config of a MinAtar run, and the MinAtar study that uses it).
+``main`` entry point (``demo``, ``paper``, ...; see :mod:`sparse_ticket_mlflow.study`). A file may
+be both (``minatar``: the run config of a MinAtar run, and the MinAtar study that uses it).
 """
 
 from __future__ import annotations

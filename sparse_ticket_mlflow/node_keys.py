@@ -2,7 +2,7 @@
 
 A node of a study is reused when a finished run with its key exists; the key covers everything
 that makes the node's result (:func:`node_key`), the code included (:func:`code_version`). This
-module is pure: it knows nothing of MLflow (see :mod:`mlproject.node_runs`).
+module is pure: it knows nothing of MLflow (see :mod:`sparse_ticket_mlflow.node_runs`).
 """
 
 from __future__ import annotations
@@ -11,10 +11,10 @@ import hashlib
 import json
 from pathlib import Path
 
-from mlproject.dag import Node
-from mlproject.presets import read_preset
+from sparse_ticket_mlflow.dag import Node
+from sparse_ticket_mlflow.presets import read_preset
 
-CODE_DIRS = ("sparse_ticket", "mlproject")
+CODE_DIRS = ("sparse_ticket", "sparse_ticket_mlflow")
 CODE_FILES = ("MLproject", "requirements.txt", "pyproject.toml")
 
 
@@ -41,13 +41,13 @@ def code_version(root: Path | None = None) -> str:
 
 
 LAUNCH_ONLY = (
-    "mlproject/study.py",
-    "mlproject/dag.py",
-    "mlproject/node_keys.py",
-    "mlproject/main.py",
-    "mlproject/node_runs.py",
-    "mlproject/scheduler.py",
-    "mlproject/slurm.py",
+    "sparse_ticket_mlflow/study.py",
+    "sparse_ticket_mlflow/dag.py",
+    "sparse_ticket_mlflow/node_keys.py",
+    "sparse_ticket_mlflow/main.py",
+    "sparse_ticket_mlflow/node_runs.py",
+    "sparse_ticket_mlflow/scheduler.py",
+    "sparse_ticket_mlflow/slurm.py",
 )
 
 

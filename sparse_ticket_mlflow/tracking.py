@@ -25,8 +25,8 @@ import mlflow
 from mlflow.entities import Metric as MlflowMetric
 from mlflow.entities import Param, RunStatus, RunTag
 
-from mlproject.contracts import CHECKPOINTS, CONFIG, LATEST_CHECKPOINT, Tag
 from sparse_ticket.types import Metric
+from sparse_ticket_mlflow.contracts import CHECKPOINTS, CONFIG, LATEST_CHECKPOINT, Tag
 
 TRACKED_PACKAGES = (
     "sparse-ticket",

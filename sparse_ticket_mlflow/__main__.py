@@ -1,4 +1,4 @@
-"""``python -m mlproject``: the command line, then a quick exit.
+"""``python -m sparse_ticket_mlflow``: the command line, then a quick exit.
 
 Tearing down an interpreter that has loaded torch and MLflow takes 1 to 3 s (module
 finalisers, the collection of millions of objects), and a study's driver waits for every node's
@@ -15,7 +15,7 @@ import os
 import sys
 import threading
 
-from mlproject.cli import main
+from sparse_ticket_mlflow.cli import main
 
 
 def exit_code(error: SystemExit) -> int:

@@ -1,12 +1,12 @@
 """What ``evaluate`` writes: the conditions tables and the figures, with the data each shows.
 
 ``conditions.csv`` / ``conditions.md`` hold one row per condition (``Summary.row`` of
-:mod:`mlproject.summaries`). The figures (PNG and PDF, drawn by :mod:`mlproject.figures`
-from plain data): transfer grids of area ratios (``grid_*`` vs dense, ``grid_vs-<name>_*`` vs
-each named sparse baseline), learning curves per target game of the evaluation score
-(``curves_<target>``) and of the training return (``train_curves_<target>``), winning-ticket
-curves (``tickets_<algo>_<game>``: tickets and the random control against the dense level, as
-Frankle & Carbin 2019), and plasticity over training.
+:mod:`sparse_ticket_mlflow.summaries`). The figures (PNG and PDF, drawn by
+:mod:`sparse_ticket_mlflow.figures` from plain data): transfer grids of area ratios (``grid_*`` vs
+dense, ``grid_vs-<name>_*`` vs each named sparse baseline), learning curves per target game of the
+evaluation score (``curves_<target>``) and of the training return (``train_curves_<target>``),
+winning-ticket curves (``tickets_<algo>_<game>``: tickets and the random control against the dense
+level, as Frankle & Carbin 2019), and plasticity over training.
 """
 
 from __future__ import annotations
@@ -21,13 +21,13 @@ from typing import Any
 
 import numpy as np
 
-from mlproject import figures
-from mlproject.conditions import DEFAULT_BASELINES, Condition, Curves, two_decimals
-from mlproject.study_data import TicketKey
-from mlproject.summaries import AreaRatio, Summary
 from sparse_ticket.stats.curves import align_curves
 from sparse_ticket.stats.scores import iqm_curve_with_ci, iqm_with_ci
 from sparse_ticket.types import Interval
+from sparse_ticket_mlflow import figures
+from sparse_ticket_mlflow.conditions import DEFAULT_BASELINES, Condition, Curves, two_decimals
+from sparse_ticket_mlflow.study_data import TicketKey
+from sparse_ticket_mlflow.summaries import AreaRatio, Summary
 
 
 # ------------------------------------------------------------------------------ tables

@@ -1,7 +1,7 @@
 """The DAG of a study: one node per run of an entry point, upstream before downstream.
 
-:func:`build_dag` turns a :class:`mlproject.study.StudySpec` into nodes, each one run of an entry
-point::
+:func:`build_dag` turns a :class:`sparse_ticket_mlflow.study.StudySpec` into nodes, each one run of
+an entry point::
 
     train-dense (algo, game, seed)
       -> find-mask imp (algo, game, seed)       starts from that dense run (its rewind point and
@@ -17,7 +17,7 @@ the source's ``train-dense`` run itself (:func:`dense_serves_as_baseline`).
 
 A transfer of seed ``s`` uses the mask found with seed ``s`` on the source. Upstream runs are
 passed as ``runs:/<run_id>/...`` parameters, filled in (:meth:`Node.resolved`) once the upstream
-run exists. This module is pure: it knows nothing of MLflow (see :mod:`mlproject.main`).
+run exists. This module is pure: it knows nothing of MLflow (see :mod:`sparse_ticket_mlflow.main`).
 """
 
 from __future__ import annotations
@@ -25,8 +25,15 @@ from __future__ import annotations
 import itertools
 from dataclasses import dataclass, field
 
-from mlproject.contracts import EVALUATE, FIND_MASK, MASK, TRAIN_DENSE, TRANSFER, sparsity_folder
-from mlproject.study import StudySpec
+from sparse_ticket_mlflow.contracts import (
+    EVALUATE,
+    FIND_MASK,
+    MASK,
+    TRAIN_DENSE,
+    TRANSFER,
+    sparsity_folder,
+)
+from sparse_ticket_mlflow.study import StudySpec
 
 STAGES = ("dense", "mask", "transfer", "baseline", "evaluate")
 

@@ -24,10 +24,10 @@ from typing import Any
 import mlflow
 from mlflow.entities import RunStatus
 
-from mlproject.contracts import NODE_LOGS, TRAIN_MEMBERS
-from mlproject.dag import Node
-from mlproject.node_runs import Decision, Tracker, absolute_tracking_uri, resolve
-from mlproject.train_members import PACKABLE, describe_run
+from sparse_ticket_mlflow.contracts import NODE_LOGS, TRAIN_MEMBERS
+from sparse_ticket_mlflow.dag import Node
+from sparse_ticket_mlflow.node_runs import Decision, Tracker, absolute_tracking_uri, resolve
+from sparse_ticket_mlflow.train_members import PACKABLE, describe_run
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
 POLL_SECONDS = 0.5
@@ -45,7 +45,14 @@ def node_command(node: Node, params: dict[str, str], run_id: str, experiment_id:
 
 def members_command(run_ids: list[str]) -> list[str]:
     """``train-members`` of a pack of pre-created runs (one population in one process)."""
-    return [sys.executable, "-m", "mlproject", TRAIN_MEMBERS, "--runs", ",".join(run_ids)]
+    return [
+        sys.executable,
+        "-m",
+        "sparse_ticket_mlflow",
+        TRAIN_MEMBERS,
+        "--runs",
+        ",".join(run_ids),
+    ]
 
 
 def pack_key(node: Node, params: dict[str, str]) -> str:

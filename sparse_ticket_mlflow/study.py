@@ -1,13 +1,14 @@
 """A study: the grid of a study preset, read and checked.
 
-A study preset (``mlproject/presets/<name>.toml`` with a ``[study]`` table) names the grid::
+A study preset (``sparse_ticket_mlflow/presets/<name>.toml`` with a ``[study]`` table) names the
+grid::
 
     algos x sources x targets x mask methods x sparsities x weights x adapt x seeds
     + baselines on every target + the evaluation
 
 :func:`load_study` reads it into a :class:`StudySpec` and :func:`check_spec` rejects a grid no
-study can run; :func:`mlproject.dag.build_dag` turns the spec into the DAG of runs. This module is
-pure: it knows nothing of MLflow (see :mod:`mlproject.main`).
+study can run; :func:`sparse_ticket_mlflow.dag.build_dag` turns the spec into the DAG of runs. This
+module is pure: it knows nothing of MLflow (see :mod:`sparse_ticket_mlflow.main`).
 """
 
 from __future__ import annotations
@@ -17,10 +18,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from mlproject.presets import PRESET_DIR, read_preset, study_preset_names
 from sparse_ticket.config import ConfigError
 from sparse_ticket.lottery import TICKET_METHODS
 from sparse_ticket.transfer import ADAPT_REGIMES, BASELINES, WEIGHT_MODES
+from sparse_ticket_mlflow.presets import PRESET_DIR, read_preset, study_preset_names
 
 # The grid's allowed values are the library's own lists. A grid names the methods whose masks
 # it transfers; the random control is not one of them (``random_control = true`` adds it).

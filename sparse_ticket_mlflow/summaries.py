@@ -17,12 +17,18 @@ from typing import Any
 
 import numpy as np
 
-from mlproject.conditions import DEFAULT_BASELINES, FIELDS, Condition, Curves, rounded_sparsity
-from mlproject.errors import InputError
 from sparse_ticket.stats.area_ratios import AGGREGATES, Aggregate, area_ratio_ci, game_offset
 from sparse_ticket.stats.curves import align_curves
 from sparse_ticket.stats.scores import iqm_curve_with_ci, iqm_with_ci, probability_of_improvement
 from sparse_ticket.types import Interval
+from sparse_ticket_mlflow.conditions import (
+    DEFAULT_BASELINES,
+    FIELDS,
+    Condition,
+    Curves,
+    rounded_sparsity,
+)
+from sparse_ticket_mlflow.errors import InputError
 
 DEFAULT_AGGREGATE: Aggregate = "iqm"
 

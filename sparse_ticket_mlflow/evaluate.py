@@ -16,7 +16,7 @@ condition, over seeds:
 * the IQM sample-efficiency curve with CIs, on a common step grid (truncation is reported);
 * IQM of the final *training* return (``train/episode_score``) with a CI, and its IQM curve:
   per run, the mean return of the training episodes that ended in each window of the run's
-  logging grid (see :func:`mlproject.study_data.windowed_episode_curve`);
+  logging grid (see :func:`sparse_ticket_mlflow.study_data.windowed_episode_curve`);
 * the area ratio against the dense-from-scratch runs of the same target and algo, with a
   bootstrap CI and a significance mark, and the probability of improvement over them. The area
   ratio is that of the prior study's ``generate_area_ratio``: the areas under the per-step IQM
@@ -37,10 +37,11 @@ target game of the evaluation score (``curves_<target>``) and of the training re
 random control against the dense level, as Frankle & Carbin 2019), plasticity over training;
 ``study.json`` records the aggregate and the offsets.
 
-The parts, in the order the data flows: :mod:`mlproject.conditions` (what a run trained),
-:mod:`mlproject.study_data` (the runs and curves, read from the tracking store),
-:mod:`mlproject.summaries` (the statistics per condition), :mod:`mlproject.study_outputs`
-(tables and figures); this module runs them in order and logs the files.
+The parts, in the order the data flows: :mod:`sparse_ticket_mlflow.conditions` (what a run trained),
+:mod:`sparse_ticket_mlflow.study_data` (the runs and curves, read from the tracking store),
+:mod:`sparse_ticket_mlflow.summaries` (the statistics per condition),
+:mod:`sparse_ticket_mlflow.study_outputs` (tables and figures); this module runs them in order and
+logs the files.
 """
 
 from __future__ import annotations
@@ -50,9 +51,10 @@ from pathlib import Path
 
 import mlflow
 
-from mlproject.conditions import DEFAULT_BASELINES, parse_baselines
-from mlproject.contracts import EVALUATE, EVALUATION, Tag
-from mlproject.study_data import (
+from sparse_ticket.stats.area_ratios import game_offset
+from sparse_ticket_mlflow.conditions import DEFAULT_BASELINES, parse_baselines
+from sparse_ticket_mlflow.contracts import EVALUATE, EVALUATION, Tag
+from sparse_ticket_mlflow.study_data import (
     EVAL_METRIC,
     PLASTICITY_METRIC,
     metric_curves,
@@ -61,15 +63,14 @@ from mlproject.study_data import (
     ticket_levels,
     training_curves,
 )
-from mlproject.study_outputs import (
+from sparse_ticket_mlflow.study_outputs import (
     dense_final_scores,
     ticket_figures,
     write_figures,
     write_tables,
     write_ticket_figures,
 )
-from mlproject.summaries import DEFAULT_AGGREGATE, check_aggregate, summarise
-from sparse_ticket.stats.area_ratios import game_offset
+from sparse_ticket_mlflow.summaries import DEFAULT_AGGREGATE, check_aggregate, summarise
 
 ENTRY_POINT = EVALUATE
 
@@ -119,8 +120,8 @@ def evaluate(
     aggregate: str = DEFAULT_AGGREGATE,
 ) -> int:
     """The entry point: evaluate ``study`` inside an MLflow run and log every output file."""
-    from mlproject.errors import parse_int
-    from mlproject.tracking import log_provenance
+    from sparse_ticket_mlflow.errors import parse_int
+    from sparse_ticket_mlflow.tracking import log_provenance
 
     repetitions = parse_int(reps, "reps", minimum=100)
     rng_seed = parse_int(seed, "seed", minimum=0)

@@ -2,7 +2,7 @@
 
 A *study* is an experiment name, a parent run id (its nested runs), or a ``search_runs``
 filter (:func:`scope_runs`). From its finished runs this module reads, per condition
-(:mod:`mlproject.conditions`), the metric histories of the training runs
+(:mod:`sparse_ticket_mlflow.conditions`), the metric histories of the training runs
 (:func:`metric_curves`: the evaluation score, the plasticity), their training-return curves
 (:func:`training_curves`) and the winning-ticket scores of the find-mask runs
 (:func:`ticket_levels`). Everything it returns is plain data: no statistic is computed here.
@@ -20,10 +20,10 @@ from typing import Any
 import mlflow
 import numpy as np
 
-from mlproject.conditions import Condition, Curves, condition_of
-from mlproject.contracts import FIND_MASK, TICKETS, TRAIN_DENSE, TRANSFER, Tag
-from mlproject.errors import InputError
 from sparse_ticket.config import TrainConfig
+from sparse_ticket_mlflow.conditions import Condition, Curves, condition_of
+from sparse_ticket_mlflow.contracts import FIND_MASK, TICKETS, TRAIN_DENSE, TRANSFER, Tag
+from sparse_ticket_mlflow.errors import InputError
 
 TRAINING_ENTRY_POINTS = (TRAIN_DENSE, TRANSFER)
 EVAL_METRIC = "eval/score_mean"
