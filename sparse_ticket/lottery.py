@@ -140,16 +140,27 @@ trains: alone (:func:`run_chain`) or in lock-step with other chains (:func:`run_
 
 
 def train_round(request: Round) -> Runner:
-    """Train one round alone; raises InterruptedError if a signal stopped it."""
-    runner = Runner(
-        request.config, request.directory, request.sink, progress=False, **request.runner_args
-    )
+    """Train one round alone; raises InterruptedError if a signal stopped it.
+
+    The round continues from the newest complete checkpoint in its directory, if any: a
+    finished round (final checkpoint) is not trained again, a preempted one goes on from its
+    step. So a chain driven again over the same directories continues from its last finished
+    round, bit-identical to one never interrupted (the checkpoint holds the whole loop state).
+    """
+    runner = _open(request)
     try:
-        if runner.train() != "finished":
+        runner.resume()
+        if not runner.done and runner.train() != "finished":
             raise InterruptedError("training was stopped by a signal")
     finally:
         runner.close()
     return runner
+
+
+def _open(request: Round) -> Runner:
+    return Runner(
+        request.config, request.directory, request.sink, progress=False, **request.runner_args
+    )
 
 
 def run_chain(chain: Chain) -> list[Ticket]:
@@ -180,22 +191,14 @@ def run_chains(chains: Sequence[Chain], batching: str = "auto") -> list[list[Tic
     Round ``r`` of every chain trains together in one
     :class:`~sparse_ticket.population_runner.PopulationRunner`, so a member's rounds are those it
     would train alone (bit-identical with ``loop`` batching). The chains must have the same
-    rounds (the same method, levels and budgets), and no early stop.
+    rounds (the same method, levels and budgets), and no early stop. Like a chain alone, the
+    chains continue from their last finished rounds.
     """
-    from sparse_ticket.population_runner import PopulationRunner
-
     requests = [next(chain) for chain in chains]
     while True:
-        runners = [
-            Runner(r.config, r.directory, r.sink, progress=False, **r.runner_args) for r in requests
-        ]
+        runners = [_open(r) for r in requests]
         try:
-            population = PopulationRunner(runners, batching)
-            try:
-                if any(outcome != "finished" for outcome in population.train()):
-                    raise InterruptedError("training was stopped by a signal")
-            finally:
-                population.close()
+            _train_together(runners, batching)
         except BaseException as error:
             for chain in chains:
                 _throw(chain, error)
@@ -210,6 +213,31 @@ def run_chains(chains: Sequence[Chain], batching: str = "auto") -> list[list[Tic
             if requests:
                 raise RuntimeError("chains of different lengths cannot train in lock-step")
             return tickets
+
+
+def _train_together(runners: list[Runner], batching: str) -> None:
+    """Train one round of every chain; closes the runners.
+
+    Each member continues from its round's newest checkpoint (see :func:`train_round`);
+    finished members are left alone, and members at one step train as one population (a
+    SIGKILL between the members' checkpoints can leave them at different steps).
+    """
+    from sparse_ticket.population_runner import PopulationRunner
+
+    try:
+        by_step: dict[int, list[Runner]] = {}
+        for runner in runners:
+            runner.resume()
+            if not runner.done:
+                by_step.setdefault(runner.step, []).append(runner)
+        for step in sorted(by_step):
+            population = PopulationRunner(by_step[step], batching)
+            population.population.relink()  # resumed members loaded optimiser state of their own
+            if any(outcome != "finished" for outcome in population.train()):
+                raise InterruptedError("training was stopped by a signal")
+    finally:
+        for runner in runners:
+            runner.close()
 
 
 def _report(

@@ -13,6 +13,7 @@ back. Layout::
         probe       the plasticity probe's fixed batch, or None before the first measurement
     state (runner.json)
         step, updates, update_debt        the loop's counters
+        stopped_early                     whether an early stop ended training (IMP's option)
         act_rng                           numpy bit-generator state of the exploration stream
         env                               the training envs' episode state (EpisodicVecEnv)
         eval_history, episode_scores      what was measured so far
@@ -57,6 +58,7 @@ class Bundled(Protocol):
     step: int
     updates: int
     update_debt: float
+    stopped_early: bool
     eval_history: list[dict[str, Any]]
     episode_scores: list[float]
     obs: np.ndarray | None
@@ -75,6 +77,7 @@ def bundle(runner: Bundled) -> tuple[dict[str, Any], dict[str, Any]]:
         "step": runner.step,
         "updates": runner.updates,
         "update_debt": runner.update_debt,
+        "stopped_early": runner.stopped_early,
         "act_rng": runner.act_rng.bit_generator.state,
         "env": runner.env.state_dict(),
         "eval_history": runner.eval_history,
@@ -110,6 +113,9 @@ def unbundle(
     runner.act_rng.bit_generator.state = state["act_rng"]
     runner.step, runner.updates = state["step"], state["updates"]
     runner.update_debt = state["update_debt"]
+    # A round of an IMP chain that stopped early is finished (a resumed chain must not train
+    # it on); checkpoints written before this field existed never stopped early.
+    runner.stopped_early = state.get("stopped_early", False)
     runner.eval_history = state["eval_history"]
     runner.obs = runner.env.load_state_dict(state["env"])
 

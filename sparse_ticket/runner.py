@@ -257,6 +257,12 @@ class Runner:
         """Stop on ``flag`` (a population's: one signal stops every member at once)."""
         self._stop = flag
 
+    @property
+    def done(self) -> bool:
+        """Whether training has ended: the budget is spent or an early stop ended it (a run
+        resumed from its final checkpoint is done; one resumed from a preemption is not)."""
+        return self.step >= self.config.run.total_steps or self.stopped_early
+
     def running(self) -> bool:
         """Whether another iteration is due (budget left, no stop signal, no early stop)."""
         total = self.config.run.total_steps

@@ -6,12 +6,28 @@ reads ``sparsity_0.80/mask.pt`` by a ``runs:/`` URI, ``evaluate`` groups runs by
 tags, the study driver finds a finished node by its ``node_key``. Those keys and paths are
 spelled here and nowhere else; the modules that write or read them import these names.
 
+Where a study goes: the experiment the user chose (``mlflow run -e main --experiment-name`` or
+``--experiment-id``, ``MLFLOW_EXPERIMENT_NAME`` / ``MLFLOW_EXPERIMENT_ID``, ``slurm submit
+--experiment``), else, and whenever the choice is ``Default`` (id 0, where ``mlflow run`` puts a
+run nobody placed), the experiment named after the study (``demo``), created on first use; one
+rule for ``main`` and ``slurm submit`` (:func:`sparse_ticket_mlflow.node_runs.study_experiment`).
+``mlflow run -e main`` without a choice leaves its own run in ``Default`` as a pointer: tags
+``study_experiment`` and ``study_run`` (the parent's id) and a note; the parent and every node
+run are in the study's experiment, where a re-run finds its finished nodes again.
+
 What one study leaves in the tracking store (tag keys without the ``sparse_ticket.`` prefix)::
 
+    the experiment  tags               mlflow.experimentKind=custom_model_development (the UI
+                                       opens it on its runs table, not the GenAI overview),
+                                       mlflow.sharedViewState.<study key> (the study's view:
+                                       its node runs, flat, with their condition columns)
     main            run "study demo"   entry_point=main, study_key, code_version, study_filter
                                        (dry_run=true on a dry run; launcher=slurm, slurm_jobs)
                     artifacts          study/<name>.toml, study/dag.json, study/plan.txt
-      a node run    (nested)           node, node_key, code_version, studies (+ its own tags)
+      a node run    (nested)           node, node_key, code_version, studies (+ its own tags),
+                                       its condition (CONDITION_TAGS: algo, source_game,
+                                       target_game, method, level, weights, adapt, seed;
+                                       those that apply to its stage)
                     artifacts          logs/<node>.log (its output, when the driver ran it)
     train-dense     tags               entry_point=train-dense, checkpoint_dir
                     artifacts          config.json, checkpoints/init.pt, checkpoints/final.pt,
@@ -19,7 +35,8 @@ What one study leaves in the tracking store (tag keys without the ``sparse_ticke
                                        checkpoints/latest/ (the newest checkpoint, no replay)
     find-mask       tags               entry_point=find-mask, method, sparsities, dense_run,
                                        template (random masks), checkpoint_dir
-                    artifacts          tickets.json, sparsity_0.60/{mask,ticket,trained,rewind}.pt
+                    artifacts          request.json, tickets.json,
+                                       sparsity_0.60/{mask,ticket,trained,rewind}.pt
                                        and a .json sidecar beside each
       a round run   (nested)           entry_point=find-mask/round, round, sparsity, method
     transfer        tags               entry_point=transfer, target_game, algo, source_run_id,
@@ -67,6 +84,9 @@ MLPROJECT_ENTRY_POINTS = (MAIN, TRAIN_DENSE, FIND_MASK, TRANSFER, EVALUATE)
 and ``slurm submit`` are commands of ``python -m sparse_ticket_mlflow`` only."""
 # Single-run entry points that train from a checkpoint when resumed.
 RESUMABLE = (TRAIN_DENSE, TRANSFER)
+# Chains of rounds: run again, they continue from their last finished round, and inside the
+# round from its checkpoint (sparse_ticket.lottery.train_round).
+RESUMABLE_CHAINS = (FIND_MASK,)
 
 # ------------------------------------------------------------------------------ tags
 TAG_PREFIX = "sparse_ticket."
@@ -97,6 +117,9 @@ class Tag:
     DENSE_RUN = TAG_PREFIX + "dense_run"
     TEMPLATE = TAG_PREFIX + "template"
     ROUND = TAG_PREFIX + "round"
+    # a node's condition, set by the study driver when it creates the node run (CONDITION_TAGS)
+    LEVEL = TAG_PREFIX + "level"  # the study's sparsity level (0.80), as in the node id
+    SEED = TAG_PREFIX + "seed"
     # a study and its nodes
     STUDY_KEY = TAG_PREFIX + "study_key"
     STUDY_FILTER = TAG_PREFIX + "study_filter"
@@ -107,15 +130,59 @@ class Tag:
     DRY_RUN = TAG_PREFIX + "dry_run"
     LAUNCHER = TAG_PREFIX + "launcher"
     SLURM_JOBS = TAG_PREFIX + "slurm_jobs"
+    # the run `mlflow run -e main` leaves in Default: where the study went
+    STUDY_EXPERIMENT = TAG_PREFIX + "study_experiment"
+    STUDY_RUN = TAG_PREFIX + "study_run"
     # provenance (sparse_ticket_mlflow.tracking)
     GIT_COMMIT = TAG_PREFIX + "git_commit"
     GIT_DIRTY = TAG_PREFIX + "git_dirty"
     VERSION = TAG_PREFIX + "version."  # + package name
 
 
+CONDITION_TAGS = {
+    "algo": Tag.ALGO,
+    "source": Tag.SOURCE_GAME,
+    "target": Tag.TARGET_GAME,
+    "method": Tag.METHOD,
+    "level": Tag.LEVEL,
+    "weights": Tag.WEIGHTS,
+    "adapt": Tag.ADAPT,
+    "seed": Tag.SEED,
+}
+"""A node's condition field -> its tag, the columns to group and compare a study's runs by.
+
+Which fields a node has depends on its stage (:attr:`sparse_ticket_mlflow.dag.Node.condition`)::
+
+    dense      algo, source = target = game, method=dense, level=0.00, seed
+    mask       algo, source = game, method (imp, gmp, random), seed; random also level
+    transfer   algo, source, target, method (of its mask), level (of its mask), weights, adapt,
+               seed
+    baseline   algo, target, method=baseline-<name> (dense, gmp, ...), level (0.00 for dense),
+               adapt=none, seed
+    evaluate   none
+
+The entry points write some of these tags too, with the same values (a transfer's
+``target_game``, ``algo``, ``weights``, ``adapt``; a find-mask run's ``method``). ``level`` is the
+grid's level; the realised sparsities are ``sparsity`` and ``mask_sparsity``."""
+
 # MLflow's own tags that a packed member run sets as `mlflow run` would.
 MLFLOW_ENTRY_POINT = "mlflow.project.entryPoint"
 MLFLOW_SOURCE_TYPE = "mlflow.source.type"
+MLFLOW_PARENT_RUN_ID = "mlflow.parentRunId"
+MLFLOW_RUN_NAME = "mlflow.runName"
+MLFLOW_NOTE = "mlflow.note.content"  # a run's description, shown (markdown) on its page
+# MLflow's experiment tags that the UI reads.
+EXPERIMENT_KIND = "mlflow.experimentKind"
+MODEL_TRAINING = "custom_model_development"
+"""The kind of every experiment a study goes to: the UI opens it on its runs table (without
+it, the UI of MLflow 3 opens an experiment it cannot classify on its GenAI overview)."""
+SHARED_VIEW = "mlflow.sharedViewState."  # + a key: a saved runs-table view (JSON)
+SHARED_VIEW_PARAM = "viewStateShareKey"  # the UI's URL parameter that opens a saved view
+WORKFLOW_PARAM = "workflowType"  # the UI's URL parameter of its GenAI / Model training switch
+MODEL_TRAINING_WORKFLOW = "machine_learning"
+"""The switch's side for a study: the UI of MLflow 3.17 starts on GenAI (its own default, kept in
+the browser) and opens any experiment on the GenAI overview there, whatever its kind."""
+DEFAULT_EXPERIMENT_ID = "0"
 
 
 # ------------------------------------------------------------------------------ artifacts
@@ -125,6 +192,7 @@ INIT_WEIGHTS = "init.pt"  # under CHECKPOINTS
 FINAL_WEIGHTS = "final.pt"  # under CHECKPOINTS
 LATEST_CHECKPOINT = f"{CHECKPOINTS}/latest"
 TICKETS = "tickets.json"  # a find-mask run's summary, one row per level
+FIND_REQUEST = "request.json"  # a find-mask run's parameters (what --resume rebuilds it from)
 MASK = "mask.pt"
 TICKET = "ticket.pt"
 TRAINED = "trained.pt"
@@ -268,6 +336,11 @@ PARAMETERS: dict[str, tuple[Param, ...]] = {
             "random with a template: start from its ticket weights or reinit.",
             RANDOM_WEIGHTS,
         ),
+        replace(
+            _RESUME,
+            help="Run id to continue from its last finished round (and inside the "
+            "round from its checkpoint).",
+        ),
         _CHECKPOINT_DIR,
     ),
     TRANSFER: (
@@ -313,7 +386,7 @@ PARAMETERS: dict[str, tuple[Param, ...]] = {
         Param("preset", "paper", "A study preset or file."),
         Param("container", "singularity", "How a task runs.", CONTAINERS),
         Param("image", "", "The .sif image (docker/build-sif.sh)."),
-        Param("experiment", "", "MLflow experiment (default: study-<preset>)."),
+        Param("experiment", "", "MLflow experiment (default: the study's name)."),
         Param("partition", "", "#SBATCH --partition."),
         Param("account", "", "#SBATCH --account."),
         Param("gpus", "1", "GPUs per task (0: none)."),

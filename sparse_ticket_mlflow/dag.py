@@ -26,6 +26,7 @@ import itertools
 from dataclasses import dataclass, field
 
 from sparse_ticket_mlflow.contracts import (
+    CONDITION_TAGS,
     EVALUATE,
     FIND_MASK,
     MASK,
@@ -58,6 +59,9 @@ class Node:
     after: list[str] = field(default_factory=list)
     agent_steps: int = 0
     frames_per_step: int = 4
+    condition: dict[str, str] = field(default_factory=dict)
+    """The grid coordinates it trains (``contracts.CONDITION_TAGS``' fields that apply to its
+    stage: algo, source, target, method, level, weights, adapt, seed); not part of its key."""
 
     @property
     def upstream(self) -> list[str]:
@@ -108,7 +112,11 @@ class DagBuilder:
         node_id = f"dense/{algo}/{game}/s{seed}"
         if node_id not in self.nodes:
             params = {**self.common(algo, seed, self.spec.steps.dense), "game": game}
-            self.add(Node(node_id, "dense", TRAIN_DENSE, params, agent_steps=_int(params)))
+            node = Node(node_id, "dense", TRAIN_DENSE, params, agent_steps=_int(params))
+            node.condition = _condition(
+                algo, seed, source=game, target=game, method="dense", level=_level(0)
+            )
+            self.add(node)
         return node_id
 
     def mask(self, algo: str, game: str, method: str, seed: int) -> str:
@@ -128,6 +136,7 @@ class DagBuilder:
             rounds = self.imp_rounds
         node = Node(node_id, "mask", FIND_MASK, params, refs)
         node.agent_steps = rounds * self.spec.steps.mask
+        node.condition = _condition(algo, seed, source=game, method=method)
         self.add(node)
         return node_id
 
@@ -142,6 +151,7 @@ class DagBuilder:
         template = Ref(self.mask(algo, game, "imp", seed), _mask_path(level))
         node = Node(node_id, "mask", FIND_MASK, params, {"template": template})
         node.agent_steps = self.spec.steps.mask
+        node.condition = _condition(algo, seed, source=game, method="random", level=_level(level))
         self.add(node)
         return node_id
 
@@ -161,6 +171,16 @@ class DagBuilder:
         mask = Ref(self.mask(algo, source, method, seed), _mask_path(level))
         node = Node(node_id, "transfer", TRANSFER, params, {"mask": mask})
         node.agent_steps = self.spec.steps.transfer
+        node.condition = _condition(
+            algo,
+            seed,
+            source=source,
+            target=target,
+            method=method,
+            level=_level(level),
+            weights=weights,
+            adapt=adapt,
+        )
         return self.add(node).id
 
     def baseline(self, algo: str, target: str, name: str, level: float | None, seed: int) -> str:
@@ -179,6 +199,14 @@ class DagBuilder:
             params["final_sparsity"] = f"{level:g}"
         node = Node(node_id, "baseline", TRANSFER, params, refs)
         node.agent_steps = self.spec.steps.transfer
+        node.condition = _condition(
+            algo,
+            seed,
+            target=target,
+            method=f"baseline-{name}",
+            level=_level(level or 0),
+            adapt="none",  # as the transfer entry point tags a baseline
+        )
         return self.add(node).id
 
 
@@ -255,6 +283,12 @@ def dense_serves_as_baseline(spec: StudySpec, target: str) -> bool:
     bit on CPU), so it is not trained twice; ``evaluate`` compares against those runs.
     """
     return target in spec.sources and spec.steps.dense == spec.steps.transfer
+
+
+def _condition(algo: str, seed: int, **fields: str) -> dict[str, str]:
+    """A node's condition, in ``contracts.CONDITION_TAGS``' order."""
+    values = {"algo": algo, **fields, "seed": str(seed)}
+    return {name: values[name] for name in CONDITION_TAGS if name in values}
 
 
 def _int(params: dict[str, str]) -> int:

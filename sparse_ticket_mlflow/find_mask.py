@@ -23,11 +23,13 @@ algo, seed, the architecture fingerprint, and content hashes. A mask is loaded b
 from __future__ import annotations
 
 import json
+import os
+import sys
 import tempfile
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
@@ -40,6 +42,7 @@ from mlflow.tracking.context.registry import resolve_tags
 from sparse_ticket.building import probe_parameters
 from sparse_ticket.checkpoint import CheckpointError, load_weights
 from sparse_ticket.config import ConfigError, TrainConfig, apply_overrides, flatten, validate
+from sparse_ticket.locks import LOCK_FILE, FileLock, LockHeld
 from sparse_ticket.lottery import (
     RANDOM_WEIGHTS,
     TICKET_METHODS,
@@ -52,6 +55,7 @@ from sparse_ticket.lottery import (
     random_chain,
     run_chain,
 )
+from sparse_ticket.metric_log import MetricSink, NullSink
 from sparse_ticket.sparsity.masks import (
     MaskError,
     architecture_fingerprint,
@@ -67,6 +71,7 @@ from sparse_ticket_mlflow.contracts import (
     FINAL_WEIGHTS,
     FIND_MASK,
     FIND_MASK_ROUND,
+    FIND_REQUEST,
     MASK,
     REWIND,
     TICKET,
@@ -89,10 +94,16 @@ from sparse_ticket_mlflow.runs import (
     download_checked,
     file_hash,
     load_mask_uri,
+    run_checkpoint_dir,
     run_config,
     run_id_of,
 )
-from sparse_ticket_mlflow.tracking import MlflowSink, end_run_if_active, log_provenance
+from sparse_ticket_mlflow.tracking import (
+    MlflowSink,
+    end_run_if_active,
+    last_logged_step,
+    log_provenance,
+)
 
 ENTRY_POINT = FIND_MASK
 
@@ -155,7 +166,13 @@ def dense_start(uri: str, config: TrainConfig) -> DenseStart:
 
 # ----------------------------------------------------------------------------- artifacts
 class MlflowRounds:
-    """:class:`~sparse_ticket.lottery.RoundHooks` that nest a run per round and log tickets."""
+    """:class:`~sparse_ticket.lottery.RoundHooks` that nest a run per round and log tickets.
+
+    Driven again on a run that has started before (a resumed chain), a round whose nested run
+    exists is continued in it: a FINISHED one logs nothing more (its runner resumes its final
+    checkpoint), an interrupted one is reopened and logs only steps after its last logged one;
+    ticket metrics already logged are not logged twice.
+    """
 
     def __init__(self, parent_id: str, config: TrainConfig, method: str, scratch: Path) -> None:
         self.parent_id = parent_id
@@ -165,10 +182,31 @@ class MlflowRounds:
         self.rounds: dict[int, str] = {}
         self.summary: list[dict[str, Any]] = []
         self.previous_mask: dict[str, torch.Tensor] | None = None
+        self.earlier = earlier_rounds(parent_id)
 
     @contextmanager
-    def round(self, index: int, sparsity: float) -> Iterator[MlflowSink]:
-        """A run nested under the parent for one round; FAILED if the round raises."""
+    def round(self, index: int, sparsity: float) -> Iterator[MetricSink]:
+        """A run nested under the parent for one round; KILLED if a signal stopped it, FAILED
+        if it raised."""
+        client = mlflow.MlflowClient()
+        child, status = self.earlier.get(index, ("", ""))
+        self.rounds[index] = child = child or self._create(index, sparsity)
+        if status == "FINISHED":
+            yield NullSink()
+            return
+        if status:
+            client.update_run(child, "RUNNING")
+        try:
+            yield MlflowSink(child, skip_until=last_logged_step(child) if status else -1)
+        except InterruptedError:
+            client.set_terminated(child, "KILLED")
+            raise
+        except BaseException:
+            client.set_terminated(child, "FAILED")
+            raise
+        client.set_terminated(child, "FINISHED")
+
+    def _create(self, index: int, sparsity: float) -> str:
         name = (
             f"{self.method}-round-{index}"
             if self.method == "imp"
@@ -189,13 +227,7 @@ class MlflowRounds:
         client.log_batch(
             child, params=[Param("round", str(index)), Param("round_sparsity", str(sparsity))]
         )
-        self.rounds[index] = child
-        try:
-            yield MlflowSink(child)
-        except BaseException:
-            client.set_terminated(child, "FAILED")
-            raise
-        client.set_terminated(child, "FINISHED")
+        return child
 
     def _sidecar(self, ticket: Ticket, kind: str, path: Path) -> dict[str, Any]:
         report = sparsity_report(ticket.mask)
@@ -257,10 +289,28 @@ class MlflowRounds:
         if final:
             values["ticket/final_eval_mean"] = row["final_eval_mean"]
             values["ticket/final_eval_iqm"] = row["final_eval_iqm"]
+        logged = client.get_metric_history(self.parent_id, "ticket/sparsity")
+        if any(m.step == step for m in logged):
+            return  # logged by this run before it was interrupted (one batch: all or none)
         now = int(time.time() * 1000)
         client.log_batch(
             self.parent_id, metrics=[Metric(k, float(v), now, step) for k, v in values.items()]
         )
+
+
+def earlier_rounds(parent_id: str) -> dict[int, tuple[str, str]]:
+    """``{round index: (run id, status)}`` of the round runs a find-mask run has already."""
+    client = mlflow.MlflowClient()
+    experiment = client.get_run(parent_id).info.experiment_id
+    runs = client.search_runs(
+        [experiment],
+        filter_string=(
+            f"tags.`mlflow.parentRunId` = '{parent_id}' "
+            f"and tags.`{Tag.ENTRY_POINT}` = '{FIND_MASK_ROUND}'"
+        ),
+        order_by=["attributes.start_time ASC"],
+    )
+    return {int(r.data.tags[Tag.ROUND]): (r.info.run_id, r.info.status) for r in runs}
 
 
 # ----------------------------------------------------------------------------- entry point
@@ -310,15 +360,89 @@ def find_chain(plan: FindPlan, run_id: str, directory: Path) -> Chain:
 
 def find_mask(request: FindMaskRequest) -> int:
     """Run the entry point; returns the process exit code."""
+    run_id = continued_run(request)
+    if run_id:
+        return continue_chain(request, run_id)
     plan = plan_find(request)
     with mlflow.start_run() as run:
         directory = checkpoint_root(request) / run.info.run_id
+        log_request(request, run.info.run_id)  # before the entry-point tag that marks it started
         log_provenance(flatten(plan.config), {**plan.tags, Tag.CHECKPOINT_DIR: str(directory)})
-        try:
-            run_chain(find_chain(plan, run.info.run_id, directory))
-        except InterruptedError:
-            end_run_if_active("KILLED")
-            return EXIT_PREEMPTED
+        with run_lock(directory, run.info.run_id):
+            return _run_chain(plan, run.info.run_id, directory)
+
+
+def log_request(request: FindMaskRequest, run_id: str) -> None:
+    """``request.json``: the parameters a continued run is planned from again."""
+    stored = {k: v for k, v in asdict(request).items() if k not in ("resume", "checkpoint_dir")}
+    mlflow.MlflowClient().log_dict(run_id, stored, FIND_REQUEST)
+
+
+def continued_run(request: FindMaskRequest) -> str | None:
+    """The find-mask run to continue: ``--resume``, or one ``mlflow run --run-id`` handed us
+    that has started before (the study driver's resume, a requeued SLURM task)."""
+    if request.resume.strip():
+        return request.resume.strip()
+    run_id = os.environ.get("MLFLOW_RUN_ID")
+    if run_id and mlflow.MlflowClient().get_run(run_id).data.tags.get(Tag.ENTRY_POINT) == FIND_MASK:
+        return run_id
+    return None
+
+
+def continue_chain(request: FindMaskRequest, run_id: str) -> int:
+    """Continue a find-mask run from its last finished round, with the request it started with."""
+    client = mlflow.MlflowClient()
+    try:
+        run = client.get_run(run_id)
+    except mlflow.exceptions.MlflowException:
+        raise InputError(
+            f"no MLflow run with id {run_id!r} in {mlflow.get_tracking_uri()}"
+        ) from None
+    if run.data.tags.get(Tag.ENTRY_POINT) != FIND_MASK:
+        raise InputError(f"run {run_id} is not a {FIND_MASK} run")
+    if run.info.status == "FINISHED":
+        print(f"{FIND_MASK}: run {run_id} already finished; nothing to do", file=sys.stderr)
+        return 0
+    try:
+        stored = json.loads(download(run_uri(run_id, FIND_REQUEST), "resume").read_text())
+    except (OSError, ValueError) as error:
+        raise InputError(f"run {run_id} has no readable {FIND_REQUEST}: {error}") from None
+    plan = plan_find(FindMaskRequest(**stored, checkpoint_dir=request.checkpoint_dir))
+    directory = run_checkpoint_dir(request, run_id)
+    with run_lock(directory, run_id), mlflow.start_run(run_id=run_id):
+        print(f"{FIND_MASK}: continuing run {run_id} from its last finished round", file=sys.stderr)
+        return _run_chain(plan, run_id, directory)
+
+
+@contextmanager
+def run_lock(directory: Path, run_id: str) -> Iterator[None]:
+    """One writer per find-mask run: InputError at once if a live process holds its lock
+    (taken before the run is reopened, so the refused process changes nothing)."""
+    lock = FileLock(directory / LOCK_FILE, f"find-mask run {run_id}")
+    try:
+        lock.acquire()
+    except LockHeld as error:
+        raise InputError(f"run {run_id} is already being trained: {error}") from None
+    try:
+        yield
+    finally:
+        lock.release()
+
+
+def _run_chain(plan: FindPlan, run_id: str, directory: Path) -> int:
+    """Drive the plan's chain in the active run ``run_id`` (its lock held)."""
+    try:
+        run_chain(find_chain(plan, run_id, directory))
+    except InterruptedError:
+        print(
+            f"{FIND_MASK}: stopped by signal; checkpoint written, resume with --resume {run_id}",
+            file=sys.stderr,
+        )
+        end_run_if_active("KILLED")
+        return EXIT_PREEMPTED
+    except CheckpointError as error:
+        end_run_if_active("FAILED")
+        raise InputError(f"run {run_id}: {error}") from None
     return 0
 
 

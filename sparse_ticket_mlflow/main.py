@@ -4,7 +4,7 @@ Every node of :func:`sparse_ticket_mlflow.dag.build_dag` becomes one ``mlflow ru
 --env-manager local --run-id <id>`` process, at most ``workers`` at a time, each in a run created
 beforehand under the study's parent run. Before a node runs, its *key* is computed from its entry
 point, its parameters with the upstream run ids filled in, and the code version
-(:func:`sparse_ticket_mlflow.node_keys.code_version`). Then, in the parent's experiment:
+(:func:`sparse_ticket_mlflow.node_keys.code_version`). Then, in the study's experiment:
 
 * a FINISHED run with that key is **reused** (nothing runs); a study that was interrupted, or
   run again, continues where it stopped;
@@ -18,6 +18,14 @@ runs. SIGTERM or Ctrl-C stops the running nodes the way SLURM preemption does (t
 checkpoint and end KILLED), marks the parent KILLED and exits 143; run ``main`` again to go on.
 One ``main`` runs a study at a time: a second on the same study folder (``<output dir>/<name>``)
 exits 2 while the first lives (:mod:`sparse_ticket.locks`).
+
+The study's experiment is the one the user chose (``mlflow run --experiment-name`` /
+``--experiment-id``, ``MLFLOW_EXPERIMENT_NAME`` / ``MLFLOW_EXPERIMENT_ID``), else, and when that
+is ``Default``, the one named after the study
+(:func:`sparse_ticket_mlflow.node_runs.study_experiment`).
+When ``mlflow run`` started this process in ``Default``, its run stays there as a pointer
+(``sparse_ticket.study_experiment``, ``sparse_ticket.study_run``, a note) and the parent run is
+created in the study's experiment.
 
 This module is the entry point (parameters, the parent run, the dry run, the result); the
 decisions per node are :mod:`sparse_ticket_mlflow.node_runs`'s, the processes
@@ -39,7 +47,17 @@ import mlflow
 from sparse_ticket.config import ConfigError
 from sparse_ticket.locks import LOCK_FILE, FileLock, LockHeld
 from sparse_ticket.sparsity.schedules import imp_levels
-from sparse_ticket_mlflow.contracts import DAG, EVALUATION, MAIN, PLAN, STUDY, Tag, request_type
+from sparse_ticket_mlflow.contracts import (
+    DAG,
+    EVALUATION,
+    MAIN,
+    MLFLOW_NOTE,
+    MLFLOW_RUN_NAME,
+    PLAN,
+    STUDY,
+    Tag,
+    request_type,
+)
 from sparse_ticket_mlflow.dag import Node, build_dag, dag_size
 from sparse_ticket_mlflow.errors import EXIT_PREEMPTED, InputError, parse_int
 from sparse_ticket_mlflow.node_keys import code_version, study_key
@@ -47,7 +65,10 @@ from sparse_ticket_mlflow.node_runs import (
     Tracker,
     absolute_tracking_uri,
     evaluation_filter,
+    find_study_experiment,
     reusable,
+    save_study_view,
+    study_experiment,
 )
 from sparse_ticket_mlflow.runs import TrainRequest, build_config
 from sparse_ticket_mlflow.scheduler import Outcome, Scheduler, say
@@ -55,6 +76,7 @@ from sparse_ticket_mlflow.study import StudySpec, load_study
 from sparse_ticket_mlflow.tracking import end_run_if_active, log_provenance
 
 ENTRY_POINT = MAIN
+UI_ADDRESS = "http://127.0.0.1:5000"  # where `mlflow ui` listens by default
 
 
 StudyRequest = request_type("StudyRequest", MAIN)
@@ -100,14 +122,18 @@ def load(request: StudyRequest) -> tuple[StudySpec, list[Node]]:
         raise InputError(str(error)) from None
 
 
-def experiment_id() -> str:
-    """The experiment a run started now would go to (``mlflow run``'s, or the active one)."""
-    from mlflow.tracking.fluent import _get_experiment_id
-
+def chosen_experiment() -> str:
+    """The name of the experiment the user chose: that of the run ``mlflow run`` started for
+    this process (``--experiment-name``, ``--experiment-id``), else the active one
+    (``MLFLOW_EXPERIMENT_NAME`` / ``MLFLOW_EXPERIMENT_ID``); ``Default`` when none was chosen."""
+    client = mlflow.MlflowClient()
     run_id = os.environ.get("MLFLOW_RUN_ID")
     if run_id:
-        return mlflow.MlflowClient().get_run(run_id).info.experiment_id
-    return _get_experiment_id()
+        return client.get_experiment(client.get_run(run_id).info.experiment_id).name
+    if os.environ.get("MLFLOW_EXPERIMENT_NAME", "").strip():
+        return os.environ["MLFLOW_EXPERIMENT_NAME"].strip()  # created if it does not exist yet
+    chosen = os.environ.get("MLFLOW_EXPERIMENT_ID", "").strip()
+    return client.get_experiment(chosen).name if chosen else ""
 
 
 def members_per_task(text: str, spec: StudySpec) -> int:
@@ -158,8 +184,18 @@ def run_study(
     members: int,
 ) -> int:
     """The study's parent run: schedule every node, then evaluate (``finish``)."""
-    with mlflow.start_run(run_name=f"study {spec.name}") as parent:
+    client = mlflow.MlflowClient()
+    experiment = study_experiment(client, spec.name, chosen_experiment())
+    launcher = os.environ.get("MLFLOW_RUN_ID", "")
+    if launcher and client.get_run(launcher).info.experiment_id != experiment:
+        del os.environ["MLFLOW_RUN_ID"]  # `mlflow run`'s run in Default: a pointer, not the parent
+    else:
+        launcher = ""
+    with mlflow.start_run(experiment_id=experiment, run_name=f"study {spec.name}") as parent:
         log_study(spec, nodes, key, code, workers)
+        view = save_study_view(client, experiment, key)
+        if launcher:
+            point_to_study(client, launcher, spec.name, experiment, parent.info.run_id, view)
         tracker = Tracker(parent.info.experiment_id, parent.info.run_id, key, code)
         log_dir = Path(request.output_dir).resolve() / spec.name / "logs"
         scheduler = Scheduler(nodes, tracker, workers, log_dir, members)
@@ -171,7 +207,32 @@ def run_study(
         finally:
             for sig, handler in previous.items():
                 signal.signal(sig, handler)
-        return finish(spec, nodes, outcome, Path(request.output_dir).resolve())
+        return finish(spec, nodes, outcome, Path(request.output_dir).resolve(), view)
+
+
+def point_to_study(
+    client: mlflow.MlflowClient,
+    run_id: str,
+    name: str,
+    experiment_id: str,
+    parent_id: str,
+    view: str,
+) -> None:
+    """Tag ``mlflow run``'s run in ``Default`` with where the study went."""
+    experiment = client.get_experiment(experiment_id).name
+    note = (
+        f"Study **{name}** runs in experiment **{experiment}** (id {experiment_id}): its parent "
+        f"run [study {name}](#/experiments/{experiment_id}/runs/{parent_id}), its runs "
+        f"[as a table]({view})."
+    )
+    tags = {
+        Tag.STUDY_EXPERIMENT: experiment_id,
+        Tag.STUDY_RUN: parent_id,
+        MLFLOW_RUN_NAME: f"study {name} -> experiment {experiment}",
+        MLFLOW_NOTE: note,
+    }
+    for tag, value in tags.items():
+        client.set_tag(run_id, tag, value)
 
 
 def log_study(spec: StudySpec, nodes: list[Node], key: str, code: str, workers: int) -> None:
@@ -196,7 +257,9 @@ def log_study(spec: StudySpec, nodes: list[Node], key: str, code: str, workers: 
     )
 
 
-def finish(spec: StudySpec, nodes: list[Node], outcome: Outcome, output_root: Path) -> int:
+def finish(
+    spec: StudySpec, nodes: list[Node], outcome: Outcome, output_root: Path, view: str = ""
+) -> int:
     """Log the DAG with its run ids, fetch the evaluation, close the parent run."""
     record = [
         {
@@ -232,11 +295,11 @@ def finish(spec: StudySpec, nodes: list[Node], outcome: Outcome, output_root: Pa
         say(f"failed: {', '.join(outcome.failed)}")
         end_run_if_active("FAILED")
         return 1
-    fetch_evaluation(spec, outcome.run_ids["evaluate"], output_root / spec.name)
+    fetch_evaluation(spec, outcome.run_ids["evaluate"], output_root / spec.name, view)
     return 0
 
 
-def fetch_evaluation(spec: StudySpec, run_id: str, folder: Path) -> None:
+def fetch_evaluation(spec: StudySpec, run_id: str, folder: Path, view: str = "") -> None:
     """Copy the evaluate run's tables and figures into ``folder`` and say where they are."""
     if folder.exists():
         shutil.rmtree(folder / EVALUATION, ignore_errors=True)
@@ -246,6 +309,10 @@ def fetch_evaluation(spec: StudySpec, run_id: str, folder: Path) -> None:
     )
     say(f"tables and figures: {folder / EVALUATION} (artifacts of evaluate run {run_id})")
     say(f"browse the study: mlflow ui --backend-store-uri {absolute_tracking_uri()}")
+    if view:
+        uri = absolute_tracking_uri()
+        address = uri.rstrip("/") if uri.startswith(("http://", "https://")) else UI_ADDRESS
+        say(f"  its runs: {address}/{view}")
 
 
 # ----------------------------------------------------------------------------- dry run
@@ -275,8 +342,11 @@ def plan_text(spec: StudySpec, nodes: list[Node], rate: float, key: str, code: s
 def dry_run(spec: StudySpec, nodes: list[Node], rate: float, key: str, code: str) -> int:
     """Print the plan; inside ``mlflow run`` also log it to the run it created."""
     text = plan_text(spec, nodes, rate, key, code)
-    done = reusable(nodes, Tracker(experiment_id(), "", key, code))
-    text += f"\n{len(done)} of {len(nodes)} nodes already finished in this experiment (reused)"
+    client = mlflow.MlflowClient()
+    experiment = find_study_experiment(client, spec.name, chosen_experiment())
+    done = reusable(nodes, Tracker(experiment, "", key, code)) if experiment else {}
+    name = client.get_experiment(experiment).name if experiment else spec.name
+    text += f"\n{len(done)} of {len(nodes)} nodes already finished in experiment {name!r} (reused)"
     print(text)
     if os.environ.get("MLFLOW_RUN_ID"):
         with mlflow.start_run():

@@ -2,7 +2,9 @@
 stage.
 
 The launcher does on the login node what :mod:`sparse_ticket_mlflow.main` does locally, ahead of
-time: it creates the experiment and the study's parent run once, and walks the DAG in order. A node
+time: it creates the experiment (``--experiment``, else the study's name: one rule with ``main``,
+:func:`sparse_ticket_mlflow.node_runs.study_experiment`) and the study's parent run once, and
+walks the DAG in order. A node
 whose finished run exists (same key: entry point, parameters with upstream run ids, code version)
 is reused; every other node gets its run created now (status SCHEDULED, or an unfinished run with
 a checkpoint, which resumes), so that all run ids, and therefore every downstream parameter
@@ -42,6 +44,8 @@ from sparse_ticket_mlflow.node_runs import (
     absolute_tracking_uri,
     evaluation_filter,
     resolve,
+    save_study_view,
+    study_experiment,
 )
 from sparse_ticket_mlflow.runs import CHECKPOINT_ENV, TrainRequest, checkpoint_root
 from sparse_ticket_mlflow.scheduler import PROJECT_ROOT, pack_key
@@ -303,7 +307,7 @@ def submit(request: SubmitRequest) -> int:
     code = code_version()
     key = study_key(spec.file.read_bytes(), code)
     client = mlflow.MlflowClient()
-    experiment_id = ensure_experiment(client, request.experiment.strip() or f"study-{spec.name}")
+    experiment_id = study_experiment(client, spec.name, request.experiment.strip())
     parent = client.create_run(
         experiment_id,
         run_name=f"study {spec.name} (slurm)",
@@ -316,6 +320,7 @@ def submit(request: SubmitRequest) -> int:
         },
     )
     parent_id = parent.info.run_id
+    view = save_study_view(client, experiment_id, key)
     tracker = Tracker(experiment_id, parent_id, key, code)
     # --container none: this very environment (the cluster's nodes must see its path)
     mlflow_cmd = [sys.executable, "-m", "mlflow"] if request.container == "none" else ["mlflow"]
@@ -337,13 +342,8 @@ def submit(request: SubmitRequest) -> int:
     client.set_tag(parent_id, Tag.SLURM_JOBS, ",".join(f"{g}:{j}" for g, j in jobs.items()))
     client.set_terminated(parent_id, "FINISHED")
     report(spec, plan, jobs, jobs_dir, dry)
+    print(f"its runs in the MLflow UI: <UI address>/{view}")
     return 0
-
-
-def ensure_experiment(client: mlflow.MlflowClient, name: str) -> str:
-    """The experiment's id, created once here, before any array task starts."""
-    experiment = client.get_experiment_by_name(name)
-    return experiment.experiment_id if experiment else client.create_experiment(name)
 
 
 def write_and_submit(

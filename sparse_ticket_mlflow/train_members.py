@@ -15,8 +15,9 @@ checkpoints are of different steps train as separate populations, one after anot
 members are left alone. ``find-mask`` members are chains of rounds (IMP's dense round and pruned
 rounds, one GMP or random run per level): round ``r`` of every member trains in one population,
 each member prunes its own weights between rounds, and every round is a nested run of its own
-member (:func:`~sparse_ticket.lottery.run_chains`). As alone, an interrupted chain starts again
-when its command runs again.
+member (:func:`~sparse_ticket.lottery.run_chains`). As alone, an interrupted chain continues
+from its last finished round, and inside the round from its checkpoint, when its command runs
+again.
 """
 
 from __future__ import annotations
@@ -24,7 +25,8 @@ from __future__ import annotations
 import shlex
 import sys
 import tempfile
-from dataclasses import dataclass, field, fields
+from contextlib import ExitStack
+from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
 from typing import Any
 
@@ -48,7 +50,14 @@ from sparse_ticket_mlflow.contracts import (
     Tag,
 )
 from sparse_ticket_mlflow.errors import EXIT_PREEMPTED, InputError
-from sparse_ticket_mlflow.find_mask import FindMaskRequest, FindPlan, find_chain, plan_find
+from sparse_ticket_mlflow.find_mask import (
+    FindMaskRequest,
+    FindPlan,
+    find_chain,
+    log_request,
+    plan_find,
+    run_lock,
+)
 from sparse_ticket_mlflow.runs import (
     TrainRequest,
     build_config,
@@ -83,6 +92,8 @@ class Member:
     find: FindPlan | None = None
     """A find-mask member's plan: its rounds train in lock-step with the others' rounds."""
     directory: Path | None = None
+    request: TrainRequest | None = None
+    """A find-mask member's request (logged as its ``request.json``)."""
 
 
 def member_tags(entry_point: str) -> dict[str, str]:
@@ -159,10 +170,14 @@ def prepare(run_id: str, root: TrainRequest) -> tuple[Member, Runner | None]:
     request.checkpoint_dir = root.checkpoint_dir
     directory = checkpoint_root(request) / run_id
     if entry_point == FIND_MASK:
-        # A chain does not resume mid-way (as find-mask alone): it starts again in its run.
+        # A chain that has started continues in its directory (sparse_ticket.lottery).
+        directory = (
+            run_checkpoint_dir(root, run_id) if Tag.ENTRY_POINT in run.data.tags else directory
+        )
         plan = plan_find(request)
         tags = {**plan.tags, Tag.CHECKPOINT_DIR: str(directory)}
-        return Member(run_id, entry_point, tags=tags, find=plan, directory=directory), None
+        member = Member(run_id, entry_point, tags=tags, find=plan, directory=directory)
+        return replace(member, request=request), None
     if entry_point == TRANSFER:
         plan = plan_transfer(request)
         config, tags = plan.config, plan.tags
@@ -209,17 +224,26 @@ def train_members(run_ids: list[str], batching: str, checkpoint_dir: str = "") -
 def _find_together(members: list[Member], batching: str) -> int:
     """find-mask runs of one shape: their chains' rounds train in lock-step, as populations."""
     client = mlflow.MlflowClient()
-    chains = []
-    for member in members:
-        client.update_run(member.run_id, status="RUNNING")
-        log_provenance(flatten(member.find.config), member.tags, member.run_id)
-        chains.append(find_chain(member.find, member.run_id, member.directory))
+    with ExitStack() as locks:
+        for member in members:
+            locks.enter_context(run_lock(member.directory, member.run_id))
+        chains = []
+        for member in members:
+            client.update_run(member.run_id, status="RUNNING")
+            log_request(member.request, member.run_id)
+            log_provenance(flatten(member.find.config), member.tags, member.run_id)
+            chains.append(find_chain(member.find, member.run_id, member.directory))
+        return _drive_chains(members, chains, batching)
+
+
+def _drive_chains(members: list[Member], chains: list, batching: str) -> int:
+    client = mlflow.MlflowClient()
     try:
         run_chains(chains, batching)
     except InterruptedError:
         for member in members:
             client.set_terminated(member.run_id, "KILLED")
-        say("stopped by signal; run the same command again to find the masks again")
+        say("stopped by signal; run the same command again to continue from the last round")
         return EXIT_PREEMPTED
     except ValueError as error:
         for member in members:

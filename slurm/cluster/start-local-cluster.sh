@@ -11,7 +11,8 @@
 # is the node name. Everything else goes to stderr. See slurm/cluster/README.md.
 #
 # Environment overrides:
-#   SLURM_LOCAL_CPUS      CPUs of the node (default: nproc)
+#   SLURM_LOCAL_CPUS      CPUs of the node (default: nproc, at least 4: slurmd is told to trust
+#                         the configured count, so a 2-core machine runs 4 one-CPU tasks at once)
 #   SLURM_LOCAL_MEM_MB    RealMemory of the node in MB (default: MemTotal minus a margin)
 #   SLURM_LOCAL_TIMEOUT   seconds to wait for the node to become idle (default: 60)
 set -euo pipefail
@@ -81,6 +82,9 @@ ensure_hostname_resolves() {
 write_conf() {
     local cpus mem_kb mem_mb margin tmp
     cpus="${SLURM_LOCAL_CPUS:-$(nproc)}"
+    if [[ -z "${SLURM_LOCAL_CPUS:-}" ]] && ((cpus < 4)); then
+        cpus=4
+    fi
     if [[ -n "${SLURM_LOCAL_MEM_MB:-}" ]]; then
         mem_mb="$SLURM_LOCAL_MEM_MB"
     else
@@ -124,6 +128,9 @@ SchedulerParameters=bf_interval=5,sched_interval=10
 SelectType=select/cons_tres
 SelectTypeParameters=CR_Core
 ReturnToService=2
+# Trust CPUs= below even where it exceeds the machine's cores (it is at least 4 by default, so
+# that a 2-core machine runs 4 array tasks at once); without this slurmd drains the node.
+SlurmdParameters=config_overrides
 # Finished jobs stay visible to 'scontrol show job' for an hour (there is no sacct).
 MinJobAge=3600
 # A job whose dependency can never be satisfied is cancelled instead of pending forever.
