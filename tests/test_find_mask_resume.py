@@ -51,6 +51,7 @@ PARAMS = {  # every find-mask parameter, as `mlflow run` logs them
     "dense_run": "",
     "template": "",
     "random_weights": "ticket",
+    "resume": "",
 }
 FIND = ("find-mask", *(f"--{k.replace('_', '-')}={v}" for k, v in PARAMS.items()))
 

@@ -156,6 +156,7 @@ FIND = {  # every find-mask parameter, as `mlflow run` logs them: a 2-round IMP 
     "dense_run": "",
     "template": "",
     "random_weights": "ticket",
+    "resume": "",
 }
 
 
