@@ -73,6 +73,7 @@ from sparse_ticket_mlflow.runs import (
     checkpoint_root,
     download,
     download_checked,
+    existing_run,
     load_mask_uri,
     run_checkpoint_dir,
     run_config,
@@ -220,13 +221,7 @@ def continued_run(request: FindMaskRequest) -> str | None:
 
 def continue_chain(request: FindMaskRequest, run_id: str) -> int:
     """Continue a find-mask run from its last finished round, with the request it started with."""
-    client = mlflow.MlflowClient()
-    try:
-        run = client.get_run(run_id)
-    except mlflow.exceptions.MlflowException:
-        raise InputError(
-            f"no MLflow run with id {run_id!r} in {mlflow.get_tracking_uri()}"
-        ) from None
+    run = existing_run(run_id)
     if run.data.tags.get(Tag.ENTRY_POINT) != FIND_MASK:
         raise InputError(f"run {run_id} is not a {FIND_MASK} run")
     if run.info.status == "FINISHED":

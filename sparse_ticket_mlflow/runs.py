@@ -137,18 +137,23 @@ def run_checkpoint_dir(request: TrainRequest, run_id: str) -> Path:
     return checkpoint_root(request) / run_id
 
 
+def existing_run(run_id: str) -> Any:
+    """The run ``run_id`` of the tracking store; InputError (one line) if there is none."""
+    try:
+        return mlflow.MlflowClient().get_run(run_id)
+    except mlflow.exceptions.MlflowException:
+        raise InputError(
+            f"no MLflow run with id {run_id!r} in {mlflow.get_tracking_uri()}"
+        ) from None
+
+
 def run_config(run_id: str) -> TrainConfig:
     """The config a run was started with, from its ``config.json`` artifact.
 
     Not from the params: ``mlflow run`` also logs the MLproject parameters as params, in the
     user's spelling (``game=Pong``), beside the canonical config values.
     """
-    try:
-        run = mlflow.MlflowClient().get_run(run_id)
-    except mlflow.exceptions.MlflowException:
-        raise InputError(
-            f"no MLflow run with id {run_id!r} in {mlflow.get_tracking_uri()}"
-        ) from None
+    run = existing_run(run_id)
     if run.data.tags.get(Tag.ENTRY_POINT) not in RESUMABLE:
         raise InputError(f"run {run_id} is not a {' or '.join(RESUMABLE)} run")
     try:

@@ -62,6 +62,7 @@ from sparse_ticket_mlflow.runs import (
     TrainRequest,
     build_config,
     checkpoint_root,
+    existing_run,
     fetch_checkpoint,
     log_final_weights,
     open_runner,
@@ -155,13 +156,7 @@ def _unquote(value: str) -> str:
 
 def prepare(run_id: str, root: TrainRequest) -> tuple[Member, Runner | None]:
     """A member and its runner (None when the run has finished already)."""
-    client = mlflow.MlflowClient()
-    try:
-        run = client.get_run(run_id)
-    except mlflow.exceptions.MlflowException:
-        raise InputError(
-            f"no MLflow run with id {run_id!r} in {mlflow.get_tracking_uri()}"
-        ) from None
+    run = existing_run(run_id)
     if run.info.status == "FINISHED":
         return Member(run_id, run.data.tags.get(MLFLOW_ENTRY_POINT, "")), None
     if run.data.tags.get(Tag.ENTRY_POINT) in RESUMABLE:  # it has trained before
