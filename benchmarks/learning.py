@@ -173,7 +173,7 @@ def train(args: argparse.Namespace, key: RunKey) -> bool:
     try:
         step = runner.resume() if runner.checkpoints.latest() else 0
         record = EpisodeRecord(path, config, step)
-        runner.sink = record
+        runner.attach_sink(record)
         print(f"{key.tag}/{key.algo}/{key.game}/s{key.seed}: from step {step}", flush=True)
         if runner.train() != "finished":
             return False

@@ -77,6 +77,10 @@ class AgentConfig:
     """Clip rewards to their sign in the TD target (the replay keeps raw rewards)."""
     target_update: int = 8_000
     """Agent steps between hard target-network updates."""
+    precision: str = "fp32"
+    """Arithmetic of the network forward passes: ``fp32``, or ``bf16`` (autocast: convolutions
+    and matrix products in bfloat16; parameters, their gradients, Adam's moments, the network
+    outputs, TD targets and losses stay float32). See ``docs/protocol.md``, "Precision"."""
 
 
 @dataclass
@@ -127,6 +131,10 @@ class RunConfig:
     ``auto`` (the device when training on CUDA and the frames fit in half its free memory)."""
     torch_threads: int = 0
     """Intra-op threads for torch on CPU (0: torch's default, the physical cores)."""
+    tune_malloc: bool = True
+    """Keep freed memory in glibc's heap instead of returning it to the kernel after every
+    update (:mod:`sparse_ticket.malloc`): the update's multi-MB temporaries then stop
+    page-faulting. Process-wide, applied when a runner is built; a no-op off glibc."""
 
 
 @dataclass
@@ -313,6 +321,10 @@ def validate(config: TrainConfig) -> None:
         (config.agent.algo in ALGOS, f"unknown algo {config.agent.algo!r} ({', '.join(ALGOS)})"),
         (config.env.suite in SUITES, f"unknown env suite {config.env.suite!r} (atari or minatar)"),
         (config.agent.encoder in ENCODERS, f"unknown encoder {config.agent.encoder!r}"),
+        (
+            config.agent.precision in PRECISIONS,
+            f"agent.precision must be {' or '.join(PRECISIONS)}, not {config.agent.precision!r}",
+        ),
         (config.agent.max_grad_norm >= 0, "agent.max_grad_norm must be >= 0"),
         *_sparsity_checks(config.sparsity),
     ]
@@ -350,5 +362,6 @@ ALLOCATIONS = ("global", "uniform", "erk")
 ALGOS = ("ddqn", "dqv", "dqv-max")
 SUITES = ("atari", "minatar")
 ENCODERS = ("nature", "minatar")
+PRECISIONS = ("fp32", "bf16")  # AgentConfig.precision, and ValueNetwork's
 LOSSES = ("huber", "mse")  # AgentConfig.loss, and td_loss's kind
 INIT_STREAMS = ("init", "reinit")

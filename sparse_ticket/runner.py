@@ -32,6 +32,7 @@ from sparse_ticket.config import TrainConfig
 from sparse_ticket.envs import make_env
 from sparse_ticket.envs.base import StepResult
 from sparse_ticket.locks import LOCK_FILE, FileLock
+from sparse_ticket.malloc import tune_malloc
 from sparse_ticket.metric_log import MetricLog, MetricSink, NullSink
 from sparse_ticket.metrics.plasticity import PlasticityProbe
 from sparse_ticket.rollouts import evaluate_policy, score_metrics
@@ -110,6 +111,8 @@ class Runner:
         self.early_stop = early_stop
         if config.run.torch_threads:
             torch.set_num_threads(config.run.torch_threads)
+        self.malloc_tuned = config.run.tune_malloc and tune_malloc()
+        """Whether glibc malloc tuning is in force (:mod:`sparse_ticket.malloc`)."""
         torch.manual_seed(derive_seed(config.seed, "torch"))
         self._build_envs()
         self._build_agent(initial_weights, initial_mask)
@@ -187,6 +190,15 @@ class Runner:
         k = self.config.sparsity.imp_rewind_step
         if self.rewind_weights is None and previous < k <= self.step:
             self.rewind_weights = self.agent.weights_state_dict()
+
+    def attach_sink(self, sink: MetricSink) -> None:
+        """Send metrics, checkpoints and evaluations to ``sink`` from now on.
+
+        For a sink that can only be made once the resumed step is known (after :meth:`resume`);
+        the metric buffer and the runner's own hooks both switch to it.
+        """
+        self.sink = sink
+        self.log.sink = sink
 
     def resume(self, path: str | Path | None = None) -> int:
         """Restore the newest complete checkpoint (or ``path``); returns its step, 0 if none."""

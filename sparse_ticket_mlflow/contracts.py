@@ -98,6 +98,7 @@ class Tag:
     # every run of ours
     ENTRY_POINT = TAG_PREFIX + "entry_point"
     CHECKPOINT_DIR = TAG_PREFIX + "checkpoint_dir"
+    MALLOC_TUNED = TAG_PREFIX + "malloc_tuned"  # glibc tuning in force (sparse_ticket.malloc)
     # lineage of a transfer (and of a baseline, which has no source)
     ALGO = TAG_PREFIX + "algo"
     TARGET_GAME = TAG_PREFIX + "target_game"

@@ -265,6 +265,8 @@ def _status(run_id: str) -> str:
 
 def train_in_active_run(runner: Runner, scratch: Path, entry_point: str) -> int:
     """Train inside the active run (of ``entry_point``) and close it with the right status."""
+    # What the process runs with, beside the config that asked for it (run.tune_malloc).
+    mlflow.set_tag(Tag.MALLOC_TUNED, str(runner.malloc_tuned).lower())
     try:
         outcome = runner.train()
     except CheckpointWriteError as error:

@@ -5,6 +5,9 @@ from __future__ import annotations
 
 import json
 import math
+import subprocess
+import sys
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -74,3 +77,20 @@ def test_the_random_score_is_a_fixed_seed_measurement_cached_beside_the_results(
     (tmp_path / "minatar" / "random" / "breakout.json").unlink()
     assert learning.random_score(args, "breakout") == first  # the same episodes again
     assert 0.0 <= first < 2.0  # a random Breakout paddle rarely hits the ball
+
+
+def test_a_run_records_its_training_episodes(tmp_path):
+    """A real (tiny) MinAtar run through the script: the episode record is what it trained."""
+    script = Path(__file__).resolve().parents[1] / "benchmarks" / "learning.py"
+    args = [sys.executable, str(script), "--games", "breakout", "--seeds", "0"]
+    args += ["--steps", "2000", "--checkpoints", "2000", "--results", str(tmp_path / "results")]
+    args += ["--work", str(tmp_path / "work"), "--tag", "tiny"]
+    for override in ("run.learning_starts=200", "run.checkpoint_every=1000", "run.eval_every=0"):
+        args += ["--set", override]
+    done = subprocess.run(args, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr[-2000:]
+    record = json.loads((tmp_path / "results/tiny/ddqn/breakout/s0.json").read_text())
+    assert record["finished"] and record["step"] == 2000
+    steps = [step for step, _ in record["episodes"]]
+    # Breakout episodes last tens of steps under a near-random policy: many end in 2000 steps.
+    assert len(steps) > 10 and steps == sorted(steps) and 0 < steps[-1] <= 2000

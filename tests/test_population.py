@@ -331,3 +331,23 @@ def test_batching_is_resolved_by_device():
     assert resolve_batching("vmap", "cpu") == "vmap"
     with pytest.raises(ValueError, match="unknown batching"):
         resolve_batching("threads", "cpu")
+
+
+def test_bf16_population_update_matches_each_agent_alone():
+    """agent.precision=bf16 reaches every member's forward bit for bit with loop batching; vmap
+    (where autocast does not reach the stacked weights) is refused instead of running fp32."""
+
+    def build(seed: int):
+        torch.manual_seed(seed)
+        return make_agent(replace(agent_config("ddqn"), precision="bf16"), MINATAR, NUM_ACTIONS)
+
+    with pytest.raises(ValueError, match="needs batching=loop"):
+        Population([build(seed) for seed in range(2)], "vmap")
+    alone = [build(seed) for seed in range(2)]
+    population = Population([build(seed) for seed in range(2)], "loop")
+    batches = [make_batch(k, size=16) for k in range(2)]
+    expected = [agent.update(batch) for agent, batch in zip(alone, batches, strict=True)]
+    got = population.update(batches)
+    for e, g in zip(expected, got, strict=True):
+        for key in e:
+            assert torch.equal(e[key], g[key]), key

@@ -15,6 +15,7 @@ import pytest
 import torch
 
 from sparse_ticket.runner import Runner
+from sparse_ticket_mlflow.contracts import Tag
 from sparse_ticket_mlflow.runs import fetch_checkpoint, run_config
 from tests.conftest import ROOT, only_run, run_cli, tiny_finished_run
 
@@ -106,7 +107,8 @@ def test_mlflow_run_logs_artifacts_and_metrics(tracking):
     assert set(init) == {"q"} and "encoder.conv1.weight" in init["q"]
 
 
-def test_same_seed_gives_identical_metrics(tracking):
+@pytest.mark.parametrize("precision", ["fp32", "bf16"])
+def test_same_seed_gives_identical_metrics(tracking, precision):
     args = (
         "train-dense",
         "--game",
@@ -118,11 +120,14 @@ def test_same_seed_gives_identical_metrics(tracking):
         "--seed",
         "7",
         "--overrides",
-        TINY,
+        f"{TINY} precision={precision}",
     )
     run_cli(*args)
     run_cli(*args)
     runs = mlflow.search_runs(search_all_experiments=True, output_format="list")
+    for run in runs:  # what the run asked for and what the process ran with, both logged
+        assert run.data.params["agent.precision"] == precision
+        assert run.data.tags[Tag.MALLOC_TUNED] == "true"
     first, second = (metric_history(r.info.run_id) for r in runs)
     assert first == second
     assert "train/td_loss" in first
@@ -143,8 +148,8 @@ def _wait_for_checkpoint(
     raise AssertionError("no checkpoint appeared")
 
 
-@pytest.mark.parametrize("game", ["breakout"])
-def test_sigkill_then_resume_matches_uninterrupted_run(tracking, tmp_path, game):
+@pytest.mark.parametrize(("game", "precision"), [("breakout", "fp32"), ("breakout", "bf16")])
+def test_sigkill_then_resume_matches_uninterrupted_run(tracking, tmp_path, game, precision):
     args = [
         "train-dense",
         "--game",
@@ -156,7 +161,7 @@ def test_sigkill_then_resume_matches_uninterrupted_run(tracking, tmp_path, game)
         "--seed",
         "3",
         "--overrides",
-        TINY,
+        f"{TINY} precision={precision}",
     ]
     run_cli(*args)
     reference = only_run("FINISHED").info.run_id

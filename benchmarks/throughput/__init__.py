@@ -6,6 +6,7 @@ Usage (from the repository root; ``python -m benchmarks.throughput`` is the same
         [--num-envs 4] [--steps N] [--threads T] [--repeats 3] [--quick] [--json]
         [--profile] [--overrides "key=value ..."]
         [--members K[,K...] [--batching auto|loop|vmap[,...]] [--study paper]]
+        [--ab REF [--modes fp32,bf16]]
 
 MinAtar instead of Atari: ``--game breakout --overrides "env.suite=minatar agent.encoder=minatar
 env.frame_stack=1"`` (the settings of ``sparse_ticket_mlflow/presets/minatar.toml`` that make it
@@ -113,6 +114,16 @@ population iterations, i.e. the single-run loop's agent steps *per member*.
 ``population``: one object per (K, batching) with the figures above, ``members``,
 ``requested_batching``, every repeat's per-member value and ``noisy`` (max/min > 1.2).
 
+A/B against today's code path
+-----------------------------
+``--ab REF`` measures the single-run figures of git ``REF`` (e.g. ``main`` before a change)
+against this checkout in each of ``--modes`` (``agent.precision``), one fresh process per run,
+``--repeats`` interleaved rounds, and prints medians and ratios to ``REF`` (module ``ab``)::
+
+    python benchmarks/throughput --ab c471b87 --modes fp32,bf16 --quick --threads 2
+    python benchmarks/throughput --ab c471b87 --modes fp32 --quick --threads 2 --game breakout \
+        --overrides "env.suite=minatar agent.encoder=minatar env.frame_stack=1"
+
 Modules
 -------
 ``cli``
@@ -127,6 +138,8 @@ Modules
     The setup fields both results share (the run's shape, the machine, the versions).
 ``report``
     The human-readable reports, from the JSON-ready result alone.
+``ab``
+    The interleaved A/B of ``--ab`` (git worktree of the ref, one process per run).
 """
 
 from __future__ import annotations

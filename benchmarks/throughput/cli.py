@@ -13,12 +13,13 @@ import sys
 from collections.abc import Iterator
 from contextlib import contextmanager
 
+from benchmarks.throughput.ab import format_ab, run_ab
 from benchmarks.throughput.build import DEFAULT_BUDGET, QUICK_BUDGET
 from benchmarks.throughput.population import run_population_benchmark
 from benchmarks.throughput.report import format_population_report, format_report
 from benchmarks.throughput.single_run import run_benchmark
 from sparse_ticket.agents.population import BATCHING
-from sparse_ticket.config import ALGOS, ConfigError
+from sparse_ticket.config import ALGOS, PRECISIONS, ConfigError
 
 PROG = "throughput"
 """The name in usage lines (``python -m`` would otherwise show ``__main__.py``)."""
@@ -81,6 +82,18 @@ def build_parser() -> argparse.ArgumentParser:
         default="paper",
         help="study preset whose device-hours are reported at each population's rate",
     )
+    add(
+        "--ab",
+        default="",
+        metavar="REF",
+        help="interleaved A/B instead: the single-run benchmark of git REF (today's code path) "
+        "against this checkout in each of --modes, one process per run, --repeats rounds",
+    )
+    add(
+        "--modes",
+        default="fp32,bf16",
+        help=f"with --ab: this checkout's agent.precision modes ({','.join(PRECISIONS)})",
+    )
     return parser
 
 
@@ -91,8 +104,11 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     try:
         args.members = parse_members(args.members)
         args.batching = parse_batching(args.batching)
+        args.modes = parse_modes(args.modes)
     except ValueError as error:
         parser.error(str(error))
+    if args.ab and (args.members or args.profile):
+        parser.error("--ab compares single runs: leave out --members and --profile")
     if args.members and args.profile:
         parser.error("--profile profiles the single-run loop: leave out --members")
     if not args.members and args.batching != ["auto"]:
@@ -121,6 +137,15 @@ def parse_members(text: str) -> list[int]:
             raise ValueError(f"--members: sizes must be >= 1, got {size}")
         sizes.append(size)
     return sorted(set(sizes))
+
+
+def parse_modes(text: str) -> list[str]:
+    """Precision modes ``"fp32,bf16"`` -> ``["fp32", "bf16"]`` (in order, each once)."""
+    modes = [word.strip() for word in text.split(",")]
+    for mode in modes:
+        if mode not in PRECISIONS:
+            raise ValueError(f"--modes: {mode!r} is not one of {', '.join(PRECISIONS)}")
+    return list(dict.fromkeys(modes))
 
 
 def parse_batching(text: str) -> list[str]:
@@ -152,6 +177,10 @@ def stdout_to_stderr() -> Iterator[None]:
 def main(argv: list[str] | None = None) -> int:
     """Run the benchmark ``argv`` asks for; print its report (or JSON) and return the status."""
     args = parse_args(argv)
+    if args.ab:
+        result = run_ab(args)
+        print(json.dumps(result) if args.json else format_ab(result))
+        return 0
     benchmark = run_population_benchmark if args.members else run_benchmark
     try:
         if args.json:

@@ -47,6 +47,7 @@ def run_fields(setup: Setup, state: LoopState, *, suite: bool = False) -> dict[s
         "num_envs": config.env.num_envs,
         "train_freq": config.run.train_freq,
         "batch_size": config.agent.batch_size,
+        "precision": config.agent.precision,
         "epsilon": state.epsilon,
         "epsilon_at_end": state.epsilon_at_end,
         "replay_fill": state.replay_fill,

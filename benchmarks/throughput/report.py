@@ -42,6 +42,7 @@ def setup_lines(result: dict[str, Any], game: str, budget: str, each: str = "") 
     setup = [
         ("game / algo", f"{game} / {result['algo']}"),
         ("device", result["device"] + (f" ({result['gpu']})" if result["gpu"] else "")),
+        ("precision", result["precision"]),
         ("cpu", f"{result['cpu_model']} ({result['cpu_count']} logical CPUs)"),
         ("threads", f"torch {result['threads']}, emulator {result['env_threads']}{each}"),
         ("num_envs", f"{result['num_envs']}{each}"),

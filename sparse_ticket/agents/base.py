@@ -150,7 +150,9 @@ class Agent(ABC):
         """
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(derive_seed(self.init_seed, role))
-            network = build_network(self.config.encoder, self.obs_shape, num_outputs)
+            network = build_network(
+                self.config.encoder, self.obs_shape, num_outputs, self.config.precision
+            )
         return network.to(self.device)
 
     def _optimizer(self, network: ValueNetwork) -> torch.optim.Adam:

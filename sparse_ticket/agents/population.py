@@ -107,6 +107,13 @@ class Population:
         first = self.members[0]
         self.device = first.device
         self.batching = resolve_batching(batching, self.device)
+        if self.batching == "vmap" and first.config.precision != "fp32":
+            # torch.autocast does not reach the weights inside torch.func.vmap (torch 2.13):
+            # the members would run fp32 while the config says otherwise.
+            raise ValueError(
+                f"agent.precision={first.config.precision} needs batching=loop "
+                "(autocast does not apply inside vmap)"
+            )
         self.roles = list(first.networks())
         # One fused Adam over every member's parameters, with the members' hyperparameters.
         params = [p for agent in self.members for p in _online_params(agent)]

@@ -7,6 +7,12 @@ because sparsity masks are keyed by them::
     encoder.conv1.weight, encoder.conv1.bias, ..., encoder.fc.weight, encoder.fc.bias,
     head.weight, head.bias
 
+Precision: a network built with ``precision="bf16"`` runs its forward pass under
+``torch.autocast`` in bfloat16 (convolutions and matrix products in bf16, accumulated in fp32 by
+oneDNN/cuBLAS), while its parameters stay float32 and its outputs are cast back to float32, so
+everything downstream (TD targets, losses, gradients, Adam) is float32 arithmetic. The
+observation is cast from uint8 straight to the compute dtype (0..255 is exact in bf16).
+
 Initialisation is PyTorch's default for ``nn.Conv2d`` / ``nn.Linear`` (Kaiming-uniform weights with
 ``a = sqrt(5)``, uniform biases in ``+-1/sqrt(fan_in)``): it draws only from torch's global
 generator, so construction is deterministic under ``torch.manual_seed``. Lottery-ticket rewinding
@@ -15,11 +21,16 @@ to initialisation replays whatever init a run was started with, so no custom sch
 
 from __future__ import annotations
 
+import contextlib
+
 import torch
 import torch.nn.functional as F
 from torch import nn
 
+from sparse_ticket.config import PRECISIONS
+
 __all__ = [
+    "COMPUTE_DTYPES",
     "ENCODERS",
     "Encoder",
     "MinAtarEncoder",
@@ -41,6 +52,18 @@ class Encoder(nn.Module):
     """
 
     out_features: int
+
+
+COMPUTE_DTYPES: dict[str, torch.dtype] = {"fp32": torch.float32, "bf16": torch.bfloat16}
+"""The forward pass's arithmetic dtype of each ``AgentConfig.precision``."""
+assert tuple(COMPUTE_DTYPES) == PRECISIONS, "one entry per precision of sparse_ticket.config"
+
+
+def compute_dtype(device: torch.device) -> torch.dtype:
+    """The dtype an encoder casts observations to: autocast's on ``device``, else float32."""
+    if torch.is_autocast_enabled(device.type):
+        return torch.get_autocast_dtype(device.type)
+    return torch.float32
 
 
 def _is_batched(tensor: torch.Tensor) -> bool:
@@ -81,8 +104,9 @@ class NatureEncoder(Encoder):
         if obs.dtype != torch.uint8:
             # A float input is ambiguous (already scaled or not?); replay and env give uint8.
             raise TypeError(f"NatureEncoder expects uint8 observations, got {obs.dtype}")
-        # Scale in float32 on the device: the replay keeps 1 byte per pixel (Mnih et al. 2015).
-        x = obs.to(torch.float32) * (1.0 / 255.0)
+        # Scale on the device: the replay keeps 1 byte per pixel (Mnih et al. 2015). Under bf16
+        # autocast cast straight to bf16 (exact for 0..255): the convolution would cast anyway.
+        x = obs.to(compute_dtype(obs.device)) * (1.0 / 255.0)
         if x.device.type == "cpu" and not _is_batched(x):
             # oneDNN convolutions are faster on NHWC activations: +25% per DDQN update at batch
             # 32 on 2 threads (measured; CUDA left as is, unmeasured). Only the activations change
@@ -120,7 +144,7 @@ class MinAtarEncoder(Encoder):
         if obs.dtype not in (torch.uint8, torch.bool):
             raise TypeError(f"MinAtarEncoder expects uint8 or bool observations, got {obs.dtype}")
         # MinAtar grids are already binary: cast without scaling (Young & Tian 2019).
-        x = F.relu(self.conv1(obs.to(torch.float32)))
+        x = F.relu(self.conv1(obs.to(compute_dtype(obs.device))))
         return F.relu(self.fc(x.flatten(1)))
 
 
@@ -130,40 +154,59 @@ class ValueNetwork(nn.Module):
     Args:
         encoder: The torso; its ``out_features`` sets the head's input width.
         num_outputs: Width of the head (actions for a Q network, 1 for a V network).
+        precision: ``fp32`` or ``bf16`` (the module docstring): the forward pass's arithmetic;
+            outputs are float32 either way.
 
     Shapes:
         ``forward``: ``(B, C, H, W)`` uint8 -> ``(B, num_outputs)`` float32.
         ``features``: ``(B, C, H, W)`` uint8 -> ``(B, encoder.out_features)`` float32.
     """
 
-    def __init__(self, encoder: Encoder, num_outputs: int) -> None:
+    def __init__(self, encoder: Encoder, num_outputs: int, precision: str = "fp32") -> None:
         super().__init__()
         if num_outputs < 1:
             raise ValueError(f"num_outputs must be positive, got {num_outputs}")
+        if precision not in COMPUTE_DTYPES:
+            raise ValueError(f"unknown precision {precision!r} (one of {', '.join(PRECISIONS)})")
         self.encoder = encoder
         self.head = nn.Linear(encoder.out_features, num_outputs)
         self.num_outputs = num_outputs
+        self.precision = precision
 
     def forward(self, obs: torch.Tensor) -> torch.Tensor:
-        """Values ``(B, num_outputs)`` of the observations ``obs`` ``(B, C, H, W)``."""
-        return self.head(self.encoder(obs))
+        """Values ``(B, num_outputs)`` float32 of the observations ``obs`` ``(B, C, H, W)``."""
+        with self._arithmetic(obs.device):
+            return self.head(self.encoder(obs)).float()
 
     def features(self, obs: torch.Tensor) -> torch.Tensor:
-        """Penultimate features ``(B, out_features)`` (for srank / dormant-unit metrics)."""
-        return self.encoder(obs)
+        """Penultimate features ``(B, out_features)`` float32 (srank / dormant-unit metrics)."""
+        with self._arithmetic(obs.device):
+            return self.encoder(obs).float()
+
+    def _arithmetic(self, device: torch.device) -> contextlib.AbstractContextManager:
+        """bf16 autocast on ``device`` for a ``bf16`` network; nothing for ``fp32``.
+
+        ``.float()`` on the outputs is a no-op in fp32, so the fp32 forward is unchanged.
+        """
+        if self.precision == "fp32":
+            return contextlib.nullcontext()
+        return torch.autocast(device.type, dtype=COMPUTE_DTYPES[self.precision])
 
 
 ENCODERS: dict[str, type[Encoder]] = {"nature": NatureEncoder, "minatar": MinAtarEncoder}
 """Encoder classes by the name used in ``AgentConfig.encoder``."""
 
 
-def build_network(encoder: str, obs_shape: tuple[int, ...], num_outputs: int) -> ValueNetwork:
+def build_network(
+    encoder: str, obs_shape: tuple[int, ...], num_outputs: int, precision: str = "fp32"
+) -> ValueNetwork:
     """Build a :class:`ValueNetwork` for observations of shape ``obs_shape = (C, H, W)``.
 
     Args:
         encoder: ``"nature"`` (Mnih et al. 2015) or ``"minatar"`` (Young & Tian 2019).
         obs_shape: One observation's shape ``(C, H, W)``; ``C`` becomes the input channels.
         num_outputs: Head width (``num_actions`` for Q, 1 for V).
+        precision: The forward pass's arithmetic, ``fp32`` or ``bf16`` (the module docstring).
 
     Raises:
         ValueError: For an unknown encoder name or a non-square / non-3-d observation shape.
@@ -173,4 +216,4 @@ def build_network(encoder: str, obs_shape: tuple[int, ...], num_outputs: int) ->
     if len(obs_shape) != 3 or obs_shape[1] != obs_shape[2]:
         raise ValueError(f"obs_shape must be a square (C, H, W), got {tuple(obs_shape)}")
     in_channels, size, _ = obs_shape
-    return ValueNetwork(ENCODERS[encoder](in_channels, size), num_outputs)
+    return ValueNetwork(ENCODERS[encoder](in_channels, size), num_outputs, precision)
