@@ -1,19 +1,27 @@
 """bf16 against fp32: do ``agent.precision=bf16`` runs learn as the fp32 runs of the same seeds do?
 
 Reads the episode records :mod:`benchmarks.learning` stores (``<results>/<tag>/<algo>/<game>/
-s<seed>.json``) for two tags, the fp32 runs (default ``minatar``) and the bf16 runs (default
-``minatar-bf16``, made by ``benchmarks/learning.py --set agent.precision=bf16 --tag
-minatar-bf16``), and compares per game, over the seeds both hold up to ``--steps``:
+s<seed>.json``) for two tags, the fp32 runs (default ``minatar-500k``) and the bf16 runs (default
+``minatar-bf16``), made with the same budget (``--steps``: the epsilon schedule is a fraction of
+it, so runs of another budget are not comparable) and the same seeds::
+
+    python benchmarks/learning.py --games breakout,space_invaders --seeds 0,1 --steps 500000 \
+        --tag minatar-500k
+    python benchmarks/learning.py --games breakout,space_invaders --seeds 0,1 --steps 500000 \
+        --set agent.precision=bf16 --tag minatar-bf16
+
+and compares per game, over the seeds each holds up to ``--steps``:
 
 - the training return (the mean of the last 100 episodes ended by a step, as Young & Tian plot)
   at each of ``--checkpoints``, per seed and as the mean over seeds;
 - the area under that curve from 0 to ``--steps`` (the mean over an 80-point grid), per seed.
 
 The verdict, per game: bf16 *agrees within seed noise* when the mean over seeds of the bf16 area
-lies within the fp32 seeds' range widened by the fp32 spread (``[min - spread, max + spread]``,
-``spread = max - min``): with two to four seeds per side nothing finer is honest. A bf16 run is
+lies within the fp32 seeds' range widened by the seed spread (``[min - spread, max + spread]``,
+``spread`` the larger of the two sides' ``max - min`` over seeds): with two to four seeds per
+side nothing finer is honest. A bf16 run is
 never the fp32 run of its seed (bf16 rounding diverges the trajectory after the first update), so
-the comparison is distributional, seed sets against seed sets::
+the comparison is distributional, seed sets against seed sets. The table and the plot::
 
     python benchmarks/precision_curves.py --games breakout,space_invaders --steps 500000 \\
         --plot docs/validation/precision_minatar.png
@@ -33,13 +41,14 @@ if __package__ in (None, ""):
 from benchmarks.learning import ROOT, load_runs, moving_average_at
 
 GRID_POINTS = 80
+VERDICTS = {None: "-", True: "yes", False: "no"}
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--games", default="breakout,space_invaders")
     parser.add_argument("--algo", default="ddqn")
-    parser.add_argument("--fp32-tag", default="minatar")
+    parser.add_argument("--fp32-tag", default="minatar-500k")
     parser.add_argument("--bf16-tag", default="minatar-bf16")
     parser.add_argument("--steps", type=int, default=500_000)
     parser.add_argument("--checkpoints", default="100000,250000,500000")
@@ -79,7 +88,7 @@ def compare_game(args: argparse.Namespace, game: str) -> dict:
     bf16 = np.array(list(sides["bf16"]["areas"].values()))
     agrees = None
     if len(fp32) and len(bf16):
-        spread = fp32.max() - fp32.min()
+        spread = max(np.ptp(fp32), np.ptp(bf16))
         agrees = bool(fp32.min() - spread <= bf16.mean() <= fp32.max() + spread)
     return {"game": game, "grid": grid, "sides": sides, "agrees": agrees}
 
@@ -97,7 +106,7 @@ def table(args: argparse.Namespace, results: list[dict]) -> str:
                 for v in (data["at"][c] for c in checkpoints)
             ]
             areas = ", ".join(f"{a:.1f}" for a in data["areas"].values()) or "-"
-            verdict = "" if side == "fp32" else {None: "-", True: "yes", False: "no"}[result["agrees"]]
+            verdict = "" if side == "fp32" else VERDICTS[result["agrees"]]
             seeds = ",".join(map(str, data["seeds"])) or "-"
             lines.append([result["game"], side, seeds, *cells, areas, verdict])
     return "\n".join("| " + " | ".join(line) + " |" for line in lines)
@@ -113,7 +122,7 @@ def plot(args: argparse.Namespace, results: list[dict]) -> None:
     for ax, result in zip(axes[0], results, strict=True):
         for side, colour in (("fp32", "tab:blue"), ("bf16", "tab:red")):
             curves = result["sides"][side]["curves"]
-            for seed, values in curves.items():
+            for values in curves.values():
                 ax.plot(result["grid"], values, color=colour, alpha=0.35, lw=0.8)
             if curves:
                 mean = np.nanmean(np.stack(list(curves.values())), axis=0)

@@ -136,3 +136,21 @@ def test_tune_malloc_is_accepted_by_glibc():
         pytest.skip("not glibc")
     assert tune_malloc() is True
     assert tune_malloc() is True  # idempotent
+
+
+def test_plasticity_activations_are_the_bf16_networks_own():
+    """The dormant-unit metrics see what a bf16 network computes, not an fp32 re-run of it."""
+    from sparse_ticket.metrics.plasticity import encoder_activations
+
+    torch.manual_seed(0)
+    net = build_network("nature", ATARI, 6, "bf16")
+    obs = torch.randint(0, 256, (4, *ATARI), dtype=torch.uint8)
+    activations = encoder_activations(net, obs)
+    assert all(a.dtype == torch.float32 for a in activations.values())
+    assert torch.equal(activations["fc"], net.features(obs))
+    torch.manual_seed(0)
+    fp32_net = build_network("nature", ATARI, 6, "fp32")
+    assert torch.equal(fp32_net.encoder.fc.weight, net.encoder.fc.weight)  # the same weights
+    fp32 = encoder_activations(fp32_net, obs)
+    assert not torch.equal(activations["fc"], fp32["fc"])  # in other arithmetic
+    torch.testing.assert_close(activations["fc"], fp32["fc"], rtol=0.05, atol=0.05)

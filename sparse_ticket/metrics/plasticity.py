@@ -228,7 +228,10 @@ def _encoder_pass(
         if isinstance(module, _LAYER_TYPES)
     ]
     try:
-        features = network.encoder(obs)
+        # The network's own arithmetic (bf16 autocast for agent.precision=bf16): the metrics
+        # describe the activations it computes, returned as float32 like its outputs.
+        with network.arithmetic(obs.device):
+            features = network.encoder(obs)
     finally:
         for handle in handles:
             handle.remove()
@@ -238,7 +241,7 @@ def _encoder_pass(
             f"{type(network.encoder).__name__}: the encoder output is not the ReLU of its last "
             "Conv2d/Linear layer; plasticity metrics assume conv/fc layers each followed by ReLU"
         )
-    return activations, features
+    return {name: a.float() for name, a in activations.items()}, features.float()
 
 
 def encoder_activations(network: ValueNetwork, obs: torch.Tensor) -> dict[str, torch.Tensor]:

@@ -175,18 +175,20 @@ class ValueNetwork(nn.Module):
 
     def forward(self, obs: torch.Tensor) -> torch.Tensor:
         """Values ``(B, num_outputs)`` float32 of the observations ``obs`` ``(B, C, H, W)``."""
-        with self._arithmetic(obs.device):
+        with self.arithmetic(obs.device):
             return self.head(self.encoder(obs)).float()
 
     def features(self, obs: torch.Tensor) -> torch.Tensor:
         """Penultimate features ``(B, out_features)`` float32 (srank / dormant-unit metrics)."""
-        with self._arithmetic(obs.device):
+        with self.arithmetic(obs.device):
             return self.encoder(obs).float()
 
-    def _arithmetic(self, device: torch.device) -> contextlib.AbstractContextManager:
+    def arithmetic(self, device: torch.device) -> contextlib.AbstractContextManager:
         """bf16 autocast on ``device`` for a ``bf16`` network; nothing for ``fp32``.
 
-        ``.float()`` on the outputs is a no-op in fp32, so the fp32 forward is unchanged.
+        The context every forward of this network runs in; code that calls ``self.encoder``
+        itself (the plasticity metrics) enters it too, to see the activations the network
+        computes. ``.float()`` on the outputs is a no-op in fp32: the fp32 forward is unchanged.
         """
         if self.precision == "fp32":
             return contextlib.nullcontext()
