@@ -141,20 +141,21 @@ def parse_members(text: str) -> list[int]:
 
 def parse_modes(text: str) -> list[str]:
     """Precision modes ``"fp32,bf16"`` -> ``["fp32", "bf16"]`` (in order, each once)."""
-    modes = [word.strip() for word in text.split(",")]
-    for mode in modes:
-        if mode not in PRECISIONS:
-            raise ValueError(f"--modes: {mode!r} is not one of {', '.join(PRECISIONS)}")
-    return list(dict.fromkeys(modes))
+    return parse_choices(text, PRECISIONS, "--modes")
 
 
 def parse_batching(text: str) -> list[str]:
     """Requested batchings ``"loop,vmap"`` -> ``["loop", "vmap"]`` (in order, each once)."""
-    choices = [word.strip() for word in text.split(",")]
-    for choice in choices:
-        if choice not in BATCHING:
-            raise ValueError(f"--batching: {choice!r} is not one of {', '.join(BATCHING)}")
-    return list(dict.fromkeys(choices))
+    return parse_choices(text, BATCHING, "--batching")
+
+
+def parse_choices(text: str, allowed: tuple[str, ...], option: str) -> list[str]:
+    """Comma-separated words of ``allowed``, in order, each once; ValueError naming ``option``."""
+    words = [word.strip() for word in text.split(",")]
+    for word in words:
+        if word not in allowed:
+            raise ValueError(f"{option}: {word!r} is not one of {', '.join(allowed)}")
+    return list(dict.fromkeys(words))
 
 
 # -------------------------------------------------------------------------------------- main
